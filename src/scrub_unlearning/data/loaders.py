@@ -1,0 +1,142 @@
+"""Dataset loaders: every source becomes the same `RawDataset` of uint8 NCHW tensors.
+
+An example id is its row index in the source arrays before any splitting (`load_digits` order,
+CIFAR-10's canonical `x_train` order), so ids stay stable across splits, seeds and environments.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+CIFAR10_CLASSES = (
+    "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
+)
+NPZ_REQUIRED_KEYS = ("x_train", "y_train", "x_test", "y_test")
+SUPPORTED_SOURCES = ("digits", "npz", "torchvision_cifar10")
+
+
+@dataclass
+class RawDataset:
+    """Images as uint8 (N, C, H, W) tensors with int64 labels; `x_test` is None when the source has no test part."""
+
+    name: str
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_test: torch.Tensor | None
+    y_test: torch.Tensor | None
+    classes: tuple[str, ...]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return tuple(self.x_train.shape[1:])  # type: ignore[return-value]
+
+
+def _to_nchw_uint8(x: np.ndarray, key: str, source: str) -> torch.Tensor:
+    """(N,H,W) or (N,H,W,C) with C in {1,3}, uint8 -> (N,C,H,W) uint8 tensor."""
+    if x.dtype != np.uint8:
+        raise ValueError(f"{source}: '{key}' has dtype {x.dtype}; images must be uint8 (0..255)")
+    if x.ndim == 3:
+        x = x[:, None, :, :]
+    elif x.ndim == 4 and x.shape[-1] in (1, 3):
+        x = np.transpose(x, (0, 3, 1, 2))
+    else:
+        raise ValueError(
+            f"{source}: '{key}' has unsupported shape {x.shape}; allowed are (N,H,W) or (N,H,W,C) with C in {{1,3}}"
+        )
+    return torch.from_numpy(np.ascontiguousarray(x))
+
+
+def _labels(y: np.ndarray, key: str, source: str, n: int) -> torch.Tensor:
+    if y.ndim != 1 or len(y) != n:
+        raise ValueError(f"{source}: '{key}' must be a 1-D array of {n} labels, got shape {y.shape}")
+    if not np.issubdtype(y.dtype, np.integer):
+        raise ValueError(f"{source}: '{key}' has dtype {y.dtype}; labels must be integers")
+    if n and y.min() < 0:
+        raise ValueError(f"{source}: '{key}' holds negative labels; labels must be 0..C-1")
+    return torch.from_numpy(y.astype(np.int64))
+
+
+def load_digits_dataset() -> RawDataset:
+    """scikit-learn's embedded 8x8 digits, stored as uint8 round(x*255/16), 1x8x8; no test part (split later)."""
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    x = np.rint(bunch.images * 255.0 / 16.0).astype(np.uint8)
+    return RawDataset(
+        name="digits",
+        x_train=torch.from_numpy(x[:, None, :, :].copy()),
+        y_train=torch.from_numpy(bunch.target.astype(np.int64)),
+        x_test=None,
+        y_test=None,
+        classes=tuple(str(c) for c in range(10)),
+    )
+
+
+def load_npz_dataset(path: str | Path) -> RawDataset:
+    """A local `.npz` with x_train, y_train, x_test, y_test (and optionally `classes`)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"dataset path '{path}' does not exist or is not a file; expected an .npz with keys {NPZ_REQUIRED_KEYS}"
+        )
+    with np.load(path, allow_pickle=False) as archive:
+        missing = [k for k in NPZ_REQUIRED_KEYS if k not in archive.files]
+        if missing:
+            raise ValueError(
+                f"{path}: missing key(s) {missing}; required are {list(NPZ_REQUIRED_KEYS)} (found {archive.files})"
+            )
+        x_train = _to_nchw_uint8(archive["x_train"], "x_train", str(path))
+        x_test = _to_nchw_uint8(archive["x_test"], "x_test", str(path))
+        y_train = _labels(archive["y_train"], "y_train", str(path), len(x_train))
+        y_test = _labels(archive["y_test"], "y_test", str(path), len(x_test))
+        classes_array = archive["classes"] if "classes" in archive.files else None
+    if x_train.shape[1:] != x_test.shape[1:]:
+        raise ValueError(f"{path}: x_train images {tuple(x_train.shape[1:])} and x_test {tuple(x_test.shape[1:])} differ")
+    num_classes = int(max(y_train.max().item(), y_test.max().item())) + 1
+    if classes_array is not None and len(classes_array) >= num_classes:
+        classes = tuple(str(c) for c in classes_array.tolist())
+    else:
+        classes = tuple(str(c) for c in range(num_classes))
+    return RawDataset(path.stem, x_train, y_train, x_test, y_test, classes)
+
+
+def load_torchvision_cifar10(root: str | Path, download: bool = True) -> RawDataset:
+    """CIFAR-10 through torchvision (downloaded into `root` once), in canonical order."""
+    try:
+        from torchvision.datasets import CIFAR10
+    except ImportError as error:  # pragma: no cover - torchvision is a declared dependency
+        raise ImportError("source 'torchvision_cifar10' needs torchvision; use source 'npz' instead") from error
+
+    root = Path(root)
+    train = CIFAR10(str(root), train=True, download=download)
+    test = CIFAR10(str(root), train=False, download=download)
+    return RawDataset(
+        name="cifar10",
+        x_train=_to_nchw_uint8(np.asarray(train.data), "x_train", "cifar10"),
+        y_train=torch.tensor(train.targets, dtype=torch.int64),
+        x_test=_to_nchw_uint8(np.asarray(test.data), "x_test", "cifar10"),
+        y_test=torch.tensor(test.targets, dtype=torch.int64),
+        classes=CIFAR10_CLASSES,
+    )
+
+
+def load_dataset(config: dict) -> RawDataset:
+    """Dispatch on `config['source']` (one of SUPPORTED_SOURCES); `path`/`root` name the files."""
+    source = config.get("source")
+    if source == "digits":
+        return load_digits_dataset()
+    if source == "npz":
+        if not config.get("path"):
+            raise ValueError("dataset source 'npz' needs 'path' (the .npz file)")
+        return load_npz_dataset(config["path"])
+    if source == "torchvision_cifar10":
+        return load_torchvision_cifar10(config.get("root", "data/01_raw"), download=config.get("download", True))
+    raise ValueError(f"unknown dataset source '{source}'; allowed are {list(SUPPORTED_SOURCES)}")

@@ -1,0 +1,164 @@
+"""SCRUB (Kurmanji et al., NeurIPS 2023, Algorithm 1), with a utility guard.
+
+Teacher = frozen copy of the Original (eval mode); student = copy of the Original (train mode). With
+`KL_T(s, t) = KL(softmax(t/T) || softmax(s/T)) * T^2` averaged over the batch:
+
+    for epoch = 1..epochs:
+        lr = lr0 * 0.1^(number of lr_decay_epochs that epoch strictly exceeds)
+        if epoch <= msteps:                      # max step: move away from the teacher on the forget set
+            for each forget batch:  minimise  -KL_T(student(x_f), teacher(x_f))
+        for each retain batch:                   # min step: stay close to the teacher and the labels on retain
+            minimise  gamma * CE(student(x_r), y_r) + alpha * KL_T(student(x_r), teacher(x_r))
+
+One optimizer (SGD with momentum, or Adam with coupled L2 weight decay) serves both steps.
+
+The guard (ours, on by default; `max_utility_drop: null` turns it off and reproduces the authors' behaviour):
+after every epoch, the validation error on every class the model must keep is compared with the Original's; if it
+rose by more than `max_utility_drop` points, student and optimizer are restored to the last epoch within the bound,
+no further max steps run, and the remaining epochs run min steps only. Each accepted epoch's weights are kept, so
+SCRUB+R can rewind along this trajectory without running SCRUB again.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..data import UnlearningTask
+from ..training import (
+    autocast,
+    batch_indices,
+    check_finite,
+    error_percent,
+    make_optimizer,
+    predict_logits,
+    prepare_model,
+    set_lr,
+    step_decay_lr,
+)
+
+PARAMETERS = ("optimizer", "lr", "weight_decay", "momentum", "gamma", "alpha", "temperature", "msteps", "epochs",
+              "lr_decay_epochs", "retain_batch", "forget_batch", "max_utility_drop")
+
+
+def kl_teacher_student(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """KL_T(teacher || student) with `batchmean` reduction, scaled by T^2 as in distillation."""
+    t = float(temperature)
+    return F.kl_div(
+        F.log_softmax(student_logits / t, dim=1), F.softmax(teacher_logits / t, dim=1), reduction="batchmean"
+    ) * t ** 2
+
+
+def _state(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def _guard_view(logits: torch.Tensor, task: UnlearningTask) -> tuple[float, float]:
+    """(validation error on the kept classes, validation error of the forget classes scored as forget_error)."""
+    kept = torch.isin(task.val_y, torch.tensor(task.kept_classes))
+    of_forget_classes = torch.isin(task.val_y, torch.tensor(task.forget_classes))
+    kept_error = error_percent(logits[kept], task.val_y[kept])
+    forget_view = error_percent(logits[of_forget_classes], task.forget_view_labels(task.val_y[of_forget_classes]))
+    return kept_error, forget_view
+
+
+def check_parameters(params: dict) -> None:
+    """Reject unknown or missing SCRUB parameters by name."""
+    unknown = sorted(set(params) - set(PARAMETERS))
+    if unknown:
+        raise ValueError(f"scrub: unknown parameter(s) {unknown}; allowed are {list(PARAMETERS)}")
+    missing = [p for p in PARAMETERS if p not in params and p not in ("momentum", "max_utility_drop")]
+    if missing:
+        raise ValueError(f"scrub: missing parameter(s) {missing}")
+
+
+def unlearn(original: nn.Module, task: UnlearningTask, params: dict, device: torch.device) -> tuple[nn.Module, dict]:
+    """Run SCRUB on a copy of `original`; returns the student and an info dict with the per-epoch trajectory."""
+    check_parameters(params)
+    start = time.perf_counter()
+    teacher = prepare_model(copy.deepcopy(original), device).eval()
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    student = prepare_model(copy.deepcopy(original), device)
+
+    temperature, gamma, alpha = float(params["temperature"]), float(params["gamma"]), float(params["alpha"])
+    msteps, epochs, base_lr = int(params["msteps"]), int(params["epochs"]), float(params["lr"])
+    max_drop = params.get("max_utility_drop")
+    optimizer = make_optimizer(student.parameters(), params)
+    generator = torch.Generator().manual_seed(int(task.seed))
+
+    retain_x, retain_y = task.retain_x.to(device), task.retain_y.to(device)
+    forget_x = task.forget_x.to(device)
+
+    original_kept, original_forget_view = _guard_view(predict_logits(teacher, task.val_x, device), task)
+    trajectory = [{"epoch": 0, "max_loss": None, "min_loss": None, "val_error_kept": original_kept,
+                   "forget_class_val_error": original_forget_view, "accepted": True}]
+    checkpoints = {0: {k: v.to("cpu") for k, v in _state(student).items()}}
+    last_good = (_state(student), copy.deepcopy(optimizer.state_dict()))
+    max_steps_allowed, guard_epoch = True, None
+
+    for epoch in range(1, epochs + 1):
+        set_lr(optimizer, step_decay_lr(base_lr, epoch, params["lr_decay_epochs"]))
+        student.train()
+        max_loss = None
+        if epoch <= msteps and max_steps_allowed:
+            total = torch.zeros((), device=device)
+            batches = batch_indices(len(forget_x), params["forget_batch"], generator, True, device)
+            for index in batches:
+                with torch.no_grad(), autocast(device):
+                    teacher_logits = teacher(forget_x[index])
+                with autocast(device):
+                    loss = -kl_teacher_student(student(forget_x[index]).float(), teacher_logits.float(), temperature)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                total += loss.detach()
+            max_loss = total / max(1, len(batches))
+        total = torch.zeros((), device=device)
+        batches = batch_indices(len(retain_x), params["retain_batch"], generator, True, device)
+        for index in batches:
+            with torch.no_grad(), autocast(device):
+                teacher_logits = teacher(retain_x[index])
+            with autocast(device):
+                logits = student(retain_x[index]).float()
+                loss = gamma * F.cross_entropy(logits, retain_y[index]) + alpha * kl_teacher_student(
+                    logits, teacher_logits.float(), temperature)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total += loss.detach()
+        min_loss = total / max(1, len(batches))
+        check_finite(student, min_loss if max_loss is None else min_loss + max_loss, f"scrub epoch {epoch}")
+
+        kept_error, forget_view = _guard_view(predict_logits(student, task.val_x, device), task)
+        accepted = max_drop is None or kept_error - original_kept <= float(max_drop)
+        trajectory.append({"epoch": epoch, "max_loss": None if max_loss is None else float(max_loss),
+                           "min_loss": float(min_loss), "val_error_kept": kept_error,
+                           "forget_class_val_error": forget_view, "accepted": accepted})
+        if accepted:
+            last_good = (_state(student), copy.deepcopy(optimizer.state_dict()))
+            checkpoints[epoch] = {k: v.to("cpu") for k, v in last_good[0].items()}
+        else:
+            student.load_state_dict(last_good[0])
+            optimizer.load_state_dict(last_good[1])
+            if guard_epoch is None:
+                guard_epoch = epoch
+            max_steps_allowed = False
+
+    student.eval()
+    final_kept, final_forget_view = _guard_view(predict_logits(student, task.val_x, device), task)
+    info = {
+        "seconds": time.perf_counter() - start,
+        "trajectory": trajectory,
+        "checkpoints": checkpoints,
+        "guard_fired": guard_epoch is not None,
+        "guard_epoch": guard_epoch,
+        "original_val_error_kept": original_kept,
+        "final_val_error_kept": final_kept,
+        "final_forget_class_val_error": final_forget_view,
+    }
+    return student, info

@@ -1,0 +1,116 @@
+"""The DAG, built from the scenarios written as parameters (DESIGN §4):
+
+    raw -> splits -> per training set: Original -> per scenario: forget set -> Retrain -> each method -> metrics
+    -> scenario table -> run-wide table (+ MLflow metrics)
+
+Training sets are namespaces (`clean`, `rc_confused`) so scenarios on the same data share one Original; each
+scenario is a namespace whose `original_*` inputs point at its training set's.
+"""
+
+from __future__ import annotations
+
+from functools import partial, update_wrapper
+
+from kedro.pipeline import Pipeline, node
+
+from . import nodes
+
+RUNTIME = "params:runtime"
+
+
+def bind(func, **fixed):
+    """`func` with some keyword arguments fixed (seed, method, names), keeping its name for Kedro's logs."""
+    return update_wrapper(partial(func, **fixed), func)
+
+
+def ingestion_pipeline() -> Pipeline:
+    """Load the dataset, split it, and validate every scenario against the splits."""
+    return Pipeline([
+        node(nodes.load_raw_dataset, "params:dataset", "raw_dataset", name="load_raw_dataset", tags=["ingestion"]),
+        node(nodes.split_dataset,
+             ["raw_dataset", "params:splits", "params:scenarios", "params:training_sets", "params:seeds"],
+             ["splits", "split_table"], name="split_dataset", tags=["ingestion"]),
+    ])
+
+
+def training_set_pipeline(name: str, seed: int) -> Pipeline:
+    """The training set `name` and its Original, in namespace `name`."""
+    template = Pipeline([
+        node(bind(nodes.prepare_training_set, name=name, seed=seed), ["splits", "params:training_set"],
+             ["training_set", "training_labels"], name="prepare_training_set"),
+        node(bind(nodes.train_original, seed=seed),
+             ["splits", "training_set", "params:model", "params:training", RUNTIME],
+             ["original_weights", "original_spec", "original_info"], name="train_original",
+             tags=["method.original"]),
+    ])
+    return Pipeline(
+        template, namespace=name, inputs={"splits"},
+        parameters={"params:training_set": f"params:training_sets.{name}", "params:model": "params:model",
+                    "params:training": "params:training", RUNTIME: RUNTIME},
+        tags=["training"],
+    )
+
+
+def scenario_pipeline(name: str, scenario: dict, methods: list[str], seed: int) -> Pipeline:
+    """Forget set, Retrain, every method, and the scenario's table, in namespace `name`."""
+    models = ["original", "retrain", *methods]
+    method_nodes = [
+        node(bind(nodes.run_method, method=method, seed=seed),
+             ["original_weights", "original_spec", "splits", "training_set", "forget_set", "params:scenario",
+              "params:method_params", "params:training", RUNTIME],
+             [f"{method}_weights", f"{method}_spec", f"{method}_info"],
+             name=f"run_{method}", tags=[f"method.{method}"])
+        for method in ["retrain", *methods]
+    ]
+    evaluation_inputs = {"splits": "splits", "training_set": "training_set", "forget_set": "forget_set",
+                         "scenario": "params:scenario", "runtime": RUNTIME}
+    for model in models:
+        for part in ("weights", "spec", "info"):
+            evaluation_inputs[f"{model}_{part}"] = f"{model}_{part}"
+    template = Pipeline([
+        node(bind(nodes.make_forget_set, seed=seed),
+             ["splits", "training_set", "params:scenario"], "forget_set", name="make_forget_set"),
+        *method_nodes,
+        node(bind(nodes.evaluate_scenario, scenario_name=name, seed=seed), evaluation_inputs, "metrics",
+             name="evaluate_scenario", tags=["evaluation"]),
+    ])
+    training_set = scenario.get("training_set", "clean")
+    return Pipeline(
+        template, namespace=name,
+        inputs={"splits": "splits", "training_set": f"{training_set}.training_set",
+                "original_weights": f"{training_set}.original_weights",
+                "original_spec": f"{training_set}.original_spec",
+                "original_info": f"{training_set}.original_info"},
+        parameters={"params:scenario": f"params:scenarios.{name}", "params:method_params": "params:method_params",
+                    "params:training": "params:training", RUNTIME: RUNTIME},
+        tags=["scenario"],
+    )
+
+
+def report_pipeline(scenario_names: list[str]) -> Pipeline:
+    """The run-wide table over the given scenarios, its Markdown, and the MLflow metrics."""
+    inputs = {"seeds": "params:seeds", **{name: f"{name}.metrics" for name in scenario_names}}
+    return Pipeline([
+        node(nodes.build_run_table, inputs,
+             ["run_table", "run_table_mlflow", "run_table_markdown", "run_metrics"],
+             name="build_run_table", tags=["reporting"]),
+    ])
+
+
+def create_pipelines(scenarios: dict, training_sets: dict, methods: list[str], seeds: list[int]) -> dict[str, Pipeline]:
+    """`__default__` runs every scenario; each scenario is also its own pipeline (its training set included)."""
+    if len(seeds) != 1:
+        raise ValueError(f"seeds {seeds}: this version runs exactly one seed per run (e.g. 'seeds: [1]')")
+    seed = int(seeds[0])
+    ingestion = ingestion_pipeline()
+    used_sets = sorted({s.get("training_set", "clean") for s in scenarios.values()})
+    set_pipes = {ts: training_set_pipeline(ts, seed) for ts in used_sets}
+    scenario_pipes = {name: scenario_pipeline(name, s, methods, seed) for name, s in scenarios.items()}
+    result = {
+        "__default__": ingestion + sum(set_pipes.values(), Pipeline([])) + sum(scenario_pipes.values(), Pipeline([]))
+        + report_pipeline(list(scenarios)),
+    }
+    for name, scenario in scenarios.items():
+        result[name] = (ingestion + set_pipes[scenario.get("training_set", "clean")] + scenario_pipes[name]
+                        + report_pipeline([name]))
+    return result
