@@ -163,7 +163,7 @@ def build_forget_set(training_set: TrainingSet, scenario: dict, num_classes: int
 def make_task(splits: Splits, training_set: TrainingSet, forget_table: pd.DataFrame, application: str,
               seed: int) -> UnlearningTask:
     """Retain = training set minus forget ids; kept classes exclude the forgotten class for RB class only."""
-    forget_ids = torch.as_tensor(forget_table["id"].to_numpy(), dtype=torch.int64)
+    forget_ids = torch.as_tensor(forget_table["id"].to_numpy().copy(), dtype=torch.int64)
     is_forget = torch.isin(training_set.ids, forget_ids)
     if int(is_forget.sum()) != len(forget_ids):
         raise ValueError("forget ids are not all in the training set")

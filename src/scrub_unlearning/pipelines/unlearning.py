@@ -9,7 +9,7 @@ scenario is a namespace whose `original_*` inputs point at its training set's.
 
 from __future__ import annotations
 
-from functools import partial, update_wrapper
+from functools import partial
 
 from kedro.pipeline import Pipeline, node
 
@@ -20,7 +20,9 @@ RUNTIME = "params:runtime"
 
 def bind(func, **fixed):
     """`func` with some keyword arguments fixed (seed, method, names), keeping its name for Kedro's logs."""
-    return update_wrapper(partial(func, **fixed), func)
+    bound = partial(func, **fixed)
+    bound.__name__, bound.__qualname__, bound.__doc__ = func.__name__, func.__qualname__, func.__doc__
+    return bound
 
 
 def ingestion_pipeline() -> Pipeline:
