@@ -27,9 +27,9 @@ def use_config_loader(config_loader) -> None:
 def _parameters() -> dict:
     loader = _config_loader
     if loader is None:
-        from .settings import project_root
+        from .settings import CONFIG_LOADER_ARGS, project_root
 
-        loader = OmegaConfigLoader(str(Path(project_root()) / "conf"), base_env="base", default_run_env="local")
+        loader = OmegaConfigLoader(str(Path(project_root()) / "conf"), **CONFIG_LOADER_ARGS)
     return loader["parameters"]
 
 

@@ -23,4 +23,6 @@ CONFIG_LOADER_ARGS = {
     "default_run_env": "local",
     "custom_resolvers": {"project_root": project_root},
     "config_patterns": {"mlflow": ["mlflow*", "mlflow*/**", "**/mlflow*"]},
+    # an environment (test, cifar5, ...) overrides single keys of base's parameters instead of whole blocks
+    "merge_strategy": {"parameters": "soft", "globals": "soft"},
 }

@@ -40,7 +40,9 @@ class TrainingSet:
 
 def _check_class(class_id: int, num_classes: int, what: str) -> int:
     if isinstance(class_id, bool) or not isinstance(class_id, (int, np.integer)) or not 0 <= class_id < num_classes:
-        raise ValueError(f"{what}: class id {class_id!r} is not a class of this dataset; allowed are 0..{num_classes - 1}")
+        raise ValueError(
+            f"{what}: class id {class_id!r} is not a class of this dataset; allowed are 0..{num_classes - 1}"
+        )
     return int(class_id)
 
 

@@ -99,7 +99,9 @@ def load_npz_dataset(path: str | Path) -> RawDataset:
         y_test = _labels(archive["y_test"], "y_test", str(path), len(x_test))
         classes_array = archive["classes"] if "classes" in archive.files else None
     if x_train.shape[1:] != x_test.shape[1:]:
-        raise ValueError(f"{path}: x_train images {tuple(x_train.shape[1:])} and x_test {tuple(x_test.shape[1:])} differ")
+        raise ValueError(
+            f"{path}: x_train images {tuple(x_train.shape[1:])} and x_test {tuple(x_test.shape[1:])} differ"
+        )
     num_classes = int(max(y_train.max().item(), y_test.max().item())) + 1
     if classes_array is not None and len(classes_array) >= num_classes:
         classes = tuple(str(c) for c in classes_array.tolist())

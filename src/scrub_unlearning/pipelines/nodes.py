@@ -135,5 +135,5 @@ def build_run_table(seeds: list, **scenario_tables: pd.DataFrame) -> tuple[pd.Da
                 "value": float(value), "step": int(record["seed"]),
             }
     markdown = table.to_markdown(index=False, floatfmt=".2f")
-    print("\nRun-wide table (seeds %s):\n%s\n" % (seeds, markdown))
+    print(f"\nRun-wide table (seeds {seeds}):\n{markdown}\n")
     return table, table, markdown, metrics

@@ -1,0 +1,46 @@
+"""Shared fixtures: a real digits Original trained once per test session (a few seconds on 2 cores)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+from scrub_unlearning.data import build_forget_set, build_training_set, load_digits_dataset, make_splits, make_task
+from scrub_unlearning.models import build_model, model_spec
+from scrub_unlearning.training import seed_everything, train_model
+
+os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "true")
+
+DIGITS_RECIPE = dict(optimizer="sgd", lr=0.05, momentum=0.9, weight_decay=5e-4, epochs=20, batch_size=64,
+                     schedule="cosine")
+
+
+@pytest.fixture(scope="session")
+def digits_splits():
+    return make_splits(load_digits_dataset(), {"val_fraction": 0.2, "test_fraction": 0.2, "split_seed": 0})
+
+
+@pytest.fixture(scope="session")
+def digits_training_set(digits_splits):
+    return build_training_set(digits_splits, "clean", None, seed=1)
+
+
+@pytest.fixture(scope="session")
+def digits_original(digits_splits, digits_training_set):
+    spec = model_spec("small_cnn", 10, digits_splits.image_shape, digits_splits.mean, digits_splits.std)
+    seed_everything(1)
+    model = build_model(spec)
+    train_model(model, digits_training_set.x, digits_training_set.labels, DIGITS_RECIPE, torch.device("cpu"), 1)
+    return model
+
+
+@pytest.fixture(scope="session")
+def digits_task(digits_splits, digits_training_set):
+    def make(application: str, class_id: int = 5, size: int = 30):
+        scenario = {"application": application, "forget": {"class_id": class_id, "size": size}}
+        table = build_forget_set(digits_training_set, scenario, 10, seed=1)
+        return make_task(digits_splits, digits_training_set, table, application, seed=1)
+
+    return make

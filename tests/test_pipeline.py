@@ -1,0 +1,114 @@
+"""`kedro run --env test` end to end in a temporary copy of the project, checked through MLflow."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+PROJECT = Path(__file__).resolve().parents[1]
+
+
+def kedro(project: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "true", "PYTHONPATH": str(project / "src")}
+    return subprocess.run([sys.executable, "-m", "kedro", *args], cwd=project, env=env, capture_output=True,
+                          text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("project")
+    shutil.copy(PROJECT / "pyproject.toml", root / "pyproject.toml")
+    shutil.copytree(PROJECT / "conf", root / "conf", ignore=shutil.ignore_patterns("local"))
+    (root / "conf" / "local").mkdir()
+    shutil.copytree(PROJECT / "src", root / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    result = kedro(root, "run", "--env", "test")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
+    return root
+
+
+@pytest.fixture(scope="module")
+def mlflow_run(project):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("scrub_unlearning")
+    runs = client.search_runs([experiment.experiment_id])
+    assert len(runs) == 1
+    return client, runs[0]
+
+
+def test_metrics_are_logged_per_scenario_model_metric(mlflow_run):
+    _, run = mlflow_run
+    metrics = run.data.metrics
+    for scenario in ("rb_class", "rb_selective", "rc", "up"):
+        for model in ("original", "retrain", "scrub"):
+            for metric in ("forget_error", "retain_error", "test_error", "val_error"):
+                assert f"{scenario}.{model}.{metric}" in metrics
+    assert "up.scrub.mia_basic" in metrics and "up.retrain.mia_basic" in metrics
+    assert "rc.scrub.ic_error_test" in metrics and "rc.original.ic_count_retain" in metrics
+    assert "rb_class.scrub.forgotten_class_test_error" in metrics
+    assert "rb_class.scrub.mia_basic" not in metrics
+    assert metrics["rb_class.scrub.forget_error"] >= metrics["rb_class.original.forget_error"] + 50
+    assert metrics["rb_class.scrub.guard_fired"] == 0
+
+
+def test_parameters_models_and_table_are_in_mlflow(mlflow_run):
+    client, run = mlflow_run
+    params = run.data.params
+    assert params["method_params.scrub.temperature"] == "2.0"
+    assert params["scenarios.rb_class.forget.class_id"] == "5"
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"reports", "models"} <= artifacts
+    assert "reports/run_table.csv" in {a.path for a in client.list_artifacts(run.info.run_id, "reports")}
+    up_models = {a.path for a in client.list_artifacts(run.info.run_id, "models/up")}
+    assert {"models/up/scrub.safetensors", "models/up/scrub.json", "models/up/retrain.safetensors"} <= up_models
+    clean = {a.path for a in client.list_artifacts(run.info.run_id, "models/clean")}
+    assert "models/clean/original.safetensors" in clean
+
+
+def test_outputs_hold_ids_not_images_and_weights_load_safely(project):
+    import pandas as pd
+    from safetensors.torch import load_file
+
+    from scrub_unlearning.models import load_model
+
+    data = project / "data" / "test"
+    forget = pd.read_csv(data / "03_primary" / "rb_selective" / "forget_ids.csv")
+    assert list(forget.columns) == ["id", "label", "true_label"] and len(forget) == 30
+    import json
+
+    spec = json.loads((data / "06_models" / "rb_class" / "scrub.json").read_text())
+    model = load_model(spec, load_file(data / "06_models" / "rb_class" / "scrub.safetensors"))
+    assert model.spec["architecture"] == "small_cnn"
+    table = pd.read_csv(next((data / "08_reporting" / "run_table.csv").glob("*/run_table.csv")))
+    assert len(table) == 12 and set(table["model"]) == {"original", "retrain", "scrub"}
+
+
+def test_single_scenario_pipeline_and_versioned_tables(project):
+    result = kedro(project, "run", "--env", "test", "--pipelines", "up")
+    assert result.returncode == 0, result.stderr[-3000:]
+    versions = list((project / "data" / "test" / "08_reporting" / "up" / "metrics.csv").iterdir())
+    assert len(versions) == 2, "two runs keep both versions of the scenario table"
+    rb_versions = list((project / "data" / "test" / "08_reporting" / "rb_class" / "metrics.csv").iterdir())
+    assert len(rb_versions) == 1, "--pipelines=up runs only the up scenario"
+
+
+@pytest.mark.parametrize("override, expected", [
+    ("scenarios.up.forget.class_id=12", "12"),
+    ("scenarios.up.forget.size=5000", "5000"),
+    ("scenarios.up.application=forget_everything", "forget_everything"),
+    ("dataset.source=npz,dataset.path=missing.npz", "missing.npz"),
+])
+def test_bad_input_fails_before_training(project, override, expected):
+    models = project / "data" / "test" / "06_models"
+    before = {p: p.stat().st_mtime_ns for p in models.rglob("*.safetensors")}
+    result = kedro(project, "run", "--env", "test", "--pipelines", "up", "--params", override)
+    assert result.returncode != 0
+    assert expected in result.stdout + result.stderr
+    assert "Running node: up.run_scrub" not in result.stdout + result.stderr
+    assert {p: p.stat().st_mtime_ns for p in models.rglob("*.safetensors")} == before
