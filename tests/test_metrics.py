@@ -52,6 +52,11 @@ def test_basic_mia_balances_by_subsampling():
     assert separable > 95.0
     same, _ = basic_mia(rng.exponential(1.0, 500), rng.exponential(1.0, 50), seed=3)
     assert same < 75.0
+    # and the other way round: 50 members vs 500 non-members
+    separable, _ = basic_mia(rng.exponential(0.01, 50), 5.0 + rng.exponential(1.0, 500), seed=3)
+    assert separable > 95.0
+    same, _ = basic_mia(rng.exponential(1.0, 50), rng.exponential(1.0, 500), seed=3)
+    assert same < 75.0
 
 
 def test_basic_mia_needs_four_members():
