@@ -46,7 +46,10 @@ def test_metrics_are_logged_per_scenario_model_metric(mlflow_run):
     _, run = mlflow_run
     metrics = run.data.metrics
     for scenario in ("rb_class", "rb_selective", "rc", "up"):
-        for model in ("original", "retrain", "scrub"):
+        for model in ("original", "retrain", "scrub", "scrub_r", "finetune", "neggrad", "neggrad_plus", "cf_k",
+                      "eu_k", "fisher", "bad_teacher"):
+            if (scenario, model) == ("rb_selective", "neggrad"):
+                continue  # made to diverge in conf/test: checked below
             for metric in ("forget_error", "retain_error", "test_error", "val_error"):
                 assert f"{scenario}.{model}.{metric}" in metrics
     assert "up.scrub.mia_basic" in metrics and "up.retrain.mia_basic" in metrics
@@ -55,6 +58,8 @@ def test_metrics_are_logged_per_scenario_model_metric(mlflow_run):
     assert "rb_class.scrub.mia_basic" not in metrics
     assert metrics["rb_class.scrub.forget_error"] >= metrics["rb_class.original.forget_error"] + 50
     assert metrics["rb_class.scrub.guard_fired"] == 0
+    assert metrics["rb_selective.neggrad.failed"] == 1 and "rb_selective.neggrad.forget_error" not in metrics
+    assert "up.scrub_r.forget_error_gap" in metrics and "up.fisher.mia_basic_gap" in metrics
 
 
 def test_parameters_models_and_table_are_in_mlflow(mlflow_run):
@@ -65,10 +70,12 @@ def test_parameters_models_and_table_are_in_mlflow(mlflow_run):
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"reports", "models"} <= artifacts
     assert "reports/run_table.csv" in {a.path for a in client.list_artifacts(run.info.run_id, "reports")}
+    scrub_files = {a.path for a in client.list_artifacts(run.info.run_id, "models/up/scrub")}
+    assert scrub_files == {"models/up/scrub/weights.safetensors", "models/up/scrub/spec.json"}
     up_models = {a.path for a in client.list_artifacts(run.info.run_id, "models/up")}
-    assert {"models/up/scrub.safetensors", "models/up/scrub.json", "models/up/retrain.safetensors"} <= up_models
+    assert {"models/up/retrain", "models/up/scrub_r", "models/up/fisher"} <= up_models
     clean = {a.path for a in client.list_artifacts(run.info.run_id, "models/clean")}
-    assert "models/clean/original.safetensors" in clean
+    assert clean == {"models/clean/original"}
 
 
 def test_outputs_hold_ids_not_images_and_weights_load_safely(project):
@@ -82,11 +89,25 @@ def test_outputs_hold_ids_not_images_and_weights_load_safely(project):
     assert list(forget.columns) == ["id", "label", "true_label"] and len(forget) == 30
     import json
 
-    spec = json.loads((data / "06_models" / "rb_class" / "scrub.json").read_text())
-    model = load_model(spec, load_file(data / "06_models" / "rb_class" / "scrub.safetensors"))
+    folder = data / "06_models" / "rb_class" / "scrub"
+    assert sorted(p.name for p in folder.iterdir()) == ["spec.json", "weights.safetensors"]
+    model = load_model(json.loads((folder / "spec.json").read_text()), load_file(folder / "weights.safetensors"))
     assert model.spec["architecture"] == "small_cnn"
     table = pd.read_csv(next((data / "08_reporting" / "run_table.csv").glob("*/run_table.csv")))
-    assert len(table) == 12 and set(table["model"]) == {"original", "retrain", "scrub"}
+    models = {"original", "retrain", "scrub", "scrub_r", "finetune", "neggrad", "neggrad_plus", "cf_k", "eu_k",
+              "fisher", "bad_teacher"}
+    assert len(table) == 4 * len(models) and set(table["model"]) == models
+    # conf/test makes NegGrad diverge on rb_selective: a failed row, no model, and the run went on
+    failed = table[table["status"] == "failed"]
+    assert list(zip(failed["scenario"], failed["model"], strict=True)) == [("rb_selective", "neggrad")]
+    assert "DivergenceError" in failed["failure"].iloc[0] and failed["forget_error"].isna().all()
+    assert not (data / "06_models" / "rb_selective" / "neggrad").exists()
+    assert (data / "06_models" / "up" / "neggrad" / "weights.safetensors").is_file()
+    ok = table[table["status"] == "ok"]
+    assert ok[["forget_error", "retain_error", "test_error", "val_error", "seconds"]].notna().all().all()
+    assert ok[ok["model"] != "original"]["scale_up"].notna().all() and table[table["model"] == "original"][
+        "scale_up"].isna().all()
+    assert ok[ok["model"] != "retrain"]["tow"].notna().all()
 
 
 def test_single_scenario_pipeline_and_versioned_tables(project):

@@ -40,9 +40,11 @@ from ..training import (
     set_lr,
     step_decay_lr,
 )
+from .parameters import check_parameters
 
-PARAMETERS = ("optimizer", "lr", "weight_decay", "momentum", "gamma", "alpha", "temperature", "msteps", "epochs",
-              "lr_decay_epochs", "retain_batch", "forget_batch", "max_utility_drop")
+REQUIRED = ("optimizer", "lr", "weight_decay", "gamma", "alpha", "temperature", "msteps", "epochs", "lr_decay_epochs",
+            "retain_batch", "forget_batch")
+DEFAULTS = {"momentum": 0.9, "max_utility_drop": 5.0}  # the guard is on unless `max_utility_drop: null`
 
 
 def kl_teacher_student(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -66,19 +68,9 @@ def _guard_view(logits: torch.Tensor, task: UnlearningTask) -> tuple[float, floa
     return kept_error, forget_view
 
 
-def check_parameters(params: dict) -> None:
-    """Reject unknown or missing SCRUB parameters by name."""
-    unknown = sorted(set(params) - set(PARAMETERS))
-    if unknown:
-        raise ValueError(f"scrub: unknown parameter(s) {unknown}; allowed are {list(PARAMETERS)}")
-    missing = [p for p in PARAMETERS if p not in params and p not in ("momentum", "max_utility_drop")]
-    if missing:
-        raise ValueError(f"scrub: missing parameter(s) {missing}")
-
-
 def unlearn(original: nn.Module, task: UnlearningTask, params: dict, device: torch.device) -> tuple[nn.Module, dict]:
     """Run SCRUB on a copy of `original`; returns the student and an info dict with the per-epoch trajectory."""
-    check_parameters(params)
+    params = check_parameters("scrub", params, DEFAULTS, REQUIRED)
     start = time.perf_counter()
     teacher = prepare_model(copy.deepcopy(original), device).eval()
     for p in teacher.parameters():

@@ -13,6 +13,7 @@ from functools import partial
 
 from kedro.pipeline import Pipeline, node
 
+from ..methods import get_method
 from . import nodes
 
 RUNTIME = "params:runtime"
@@ -35,15 +36,14 @@ def ingestion_pipeline() -> Pipeline:
     ])
 
 
-def training_set_pipeline(name: str, seed: int) -> Pipeline:
+def training_set_pipeline(name: str, seed: int, all_tags: list[str]) -> Pipeline:
     """The training set `name` and its Original, in namespace `name`."""
     template = Pipeline([
         node(bind(nodes.prepare_training_set, name=name, seed=seed), ["splits", "params:training_set"],
-             ["training_set", "training_labels"], name="prepare_training_set"),
+             ["training_set", "training_labels"], name="prepare_training_set", tags=all_tags),
         node(bind(nodes.train_original, seed=seed),
              ["splits", "training_set", "params:model", "params:training", RUNTIME],
-             ["original_weights", "original_spec", "original_info"], name="train_original",
-             tags=["method.original"]),
+             ["original_model", "original_info"], name="train_original", tags=all_tags),
     ])
     return Pipeline(
         template, namespace=name, inputs={"splits"},
@@ -53,36 +53,46 @@ def training_set_pipeline(name: str, seed: int) -> Pipeline:
     )
 
 
-def scenario_pipeline(name: str, scenario: dict, methods: list[str], seed: int) -> Pipeline:
-    """Forget set, Retrain, every method, and the scenario's table, in namespace `name`."""
-    models = ["original", "retrain", *methods]
-    method_nodes = [
-        node(bind(nodes.run_method, method=method, seed=seed),
-             ["original_weights", "original_spec", "splits", "training_set", "forget_set", "params:scenario",
-              "params:method_params", "params:training", RUNTIME],
-             [f"{method}_weights", f"{method}_spec", f"{method}_info"],
-             name=f"run_{method}", tags=[f"method.{method}"])
-        for method in ["retrain", *methods]
-    ]
-    evaluation_inputs = {"splits": "splits", "training_set": "training_set", "forget_set": "forget_set",
-                         "scenario": "params:scenario", "runtime": RUNTIME}
-    for model in models:
-        for part in ("weights", "spec", "info"):
-            evaluation_inputs[f"{model}_{part}"] = f"{model}_{part}"
+def scenario_pipeline(name: str, scenario: dict, methods: list[str], seed: int, all_tags: list[str]) -> Pipeline:
+    """Forget set, Retrain, every method, one evaluation per model and the scenario's table, in namespace `name`.
+
+    Nodes of a method are tagged `method.<name>`; shared nodes (data, Original, Retrain and their evaluation)
+    carry every method's tag so `kedro run --tags method.<name>` has what it needs."""
+    shared = ["splits", "training_set", "forget_set", "params:scenario"]
+    method_nodes, evaluation_nodes = [], []
+    rewinders = {m: [f"method.{r}" for r in methods if get_method(r).rewinds == m] for m in methods}
+    for method in ["retrain", *methods]:
+        registered = get_method(method)
+        # a rewound method's run belongs to its rewinder's tagged subset too (scrub for scrub_r)
+        tags = all_tags if method == "retrain" else [f"method.{method}", *rewinders[method]]
+        inputs = ["original_model", *shared, "params:method_params", "params:training", RUNTIME]
+        if registered.rewinds:
+            inputs.append(f"{registered.rewinds}_trajectory")
+        method_nodes.append(node(
+            bind(nodes.run_method, method=method, seed=seed), inputs,
+            [f"{method}_model", f"{method}_info", f"{method}_trajectory"], name=f"run_{method}", tags=tags))
+    for model in ["original", "retrain", *methods]:
+        inputs = [f"{model}_model", f"{model}_info", "splits", "training_set", "forget_set", "params:scenario",
+                  RUNTIME]
+        if model != "retrain":
+            inputs += ["retrain_row", "retrain_info"]
+        evaluation_nodes.append(node(
+            bind(nodes.evaluate_method, scenario_name=name, method=model, seed=seed), inputs,
+            [f"{model}_row", f"{model}_mlflow"], name=f"evaluate_{model}",
+            tags=all_tags if model in ("original", "retrain") else [f"method.{model}"]))
     template = Pipeline([
-        node(bind(nodes.make_forget_set, seed=seed),
-             ["splits", "training_set", "params:scenario"], "forget_set", name="make_forget_set"),
+        node(bind(nodes.make_forget_set, seed=seed), ["splits", "training_set", "params:scenario"], "forget_set",
+             name="make_forget_set", tags=all_tags),
         *method_nodes,
-        node(bind(nodes.evaluate_scenario, scenario_name=name, seed=seed), evaluation_inputs, "metrics",
-             name="evaluate_scenario", tags=["evaluation"]),
+        *evaluation_nodes,
+        node(nodes.build_scenario_table, {m: f"{m}_row" for m in ["original", "retrain", *methods]}, "metrics",
+             name="build_scenario_table", tags=["reporting"]),
     ])
     training_set = scenario.get("training_set", "clean")
     return Pipeline(
         template, namespace=name,
         inputs={"splits": "splits", "training_set": f"{training_set}.training_set",
-                "original_weights": f"{training_set}.original_weights",
-                "original_spec": f"{training_set}.original_spec",
-                "original_info": f"{training_set}.original_info"},
+                "original_model": f"{training_set}.original_model", "original_info": f"{training_set}.original_info"},
         parameters={"params:scenario": f"params:scenarios.{name}", "params:method_params": "params:method_params",
                     "params:training": "params:training", RUNTIME: RUNTIME},
         tags=["scenario"],
@@ -90,11 +100,10 @@ def scenario_pipeline(name: str, scenario: dict, methods: list[str], seed: int) 
 
 
 def report_pipeline(scenario_names: list[str]) -> Pipeline:
-    """The run-wide table over the given scenarios, its Markdown, and the MLflow metrics."""
+    """The run-wide table over the given scenarios: versioned CSV, Markdown, and a copy in MLflow."""
     inputs = {"seeds": "params:seeds", **{name: f"{name}.metrics" for name in scenario_names}}
     return Pipeline([
-        node(nodes.build_run_table, inputs,
-             ["run_table", "run_table_mlflow", "run_table_markdown", "run_metrics"],
+        node(nodes.build_run_table, inputs, ["run_table", "run_table_mlflow", "run_table_markdown"],
              name="build_run_table", tags=["reporting"]),
     ])
 
@@ -104,10 +113,11 @@ def create_pipelines(scenarios: dict, training_sets: dict, methods: list[str], s
     if len(seeds) != 1:
         raise ValueError(f"seeds {seeds}: this version runs exactly one seed per run (e.g. 'seeds: [1]')")
     seed = int(seeds[0])
-    ingestion = ingestion_pipeline()
+    all_tags = [f"method.{m}" for m in ["original", "retrain", *methods]]
+    ingestion = Pipeline(ingestion_pipeline(), tags=all_tags)
     used_sets = sorted({s.get("training_set", "clean") for s in scenarios.values()})
-    set_pipes = {ts: training_set_pipeline(ts, seed) for ts in used_sets}
-    scenario_pipes = {name: scenario_pipeline(name, s, methods, seed) for name, s in scenarios.items()}
+    set_pipes = {ts: training_set_pipeline(ts, seed, all_tags) for ts in used_sets}
+    scenario_pipes = {name: scenario_pipeline(name, s, methods, seed, all_tags) for name, s in scenarios.items()}
     result = {
         "__default__": ingestion + sum(set_pipes.values(), Pipeline([])) + sum(scenario_pipes.values(), Pipeline([]))
         + report_pipeline(list(scenarios)),

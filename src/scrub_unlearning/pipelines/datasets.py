@@ -1,0 +1,53 @@
+"""`ModelDataset`: a model as a folder holding `weights.safetensors` and `spec.json`, logged to MLflow.
+
+A failed method saves `{}` (no weights): the folder is emptied and nothing is written or logged, so no half-written
+or stale model is left in the catalog (DESIGN §7); loading it gives `{}` back. Weights are never pickled.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+from kedro.io import AbstractDataset
+from safetensors.torch import load_file, save_file
+
+WEIGHTS, SPEC = "weights.safetensors", "spec.json"
+
+
+class ModelDataset(AbstractDataset[dict, dict]):
+    """Save/load `{"weights": state_dict, "spec": dict}`; with `artifact_path`, also log both files to the
+    active MLflow run under that path."""
+
+    def __init__(self, path: str, artifact_path: str | None = None, metadata: dict | None = None) -> None:
+        self._path = Path(path)
+        self._artifact_path = artifact_path
+        self.metadata = metadata
+
+    def load(self) -> dict:
+        if not (self._path / SPEC).is_file():
+            return {}
+        spec = json.loads((self._path / SPEC).read_text())
+        return {"weights": load_file(str(self._path / WEIGHTS)), "spec": spec}
+
+    def save(self, data: dict) -> None:
+        if self._path.exists():
+            shutil.rmtree(self._path)
+        if not data.get("weights"):
+            return
+        self._path.mkdir(parents=True)
+        save_file(data["weights"], str(self._path / WEIGHTS))
+        (self._path / SPEC).write_text(json.dumps(data["spec"], indent=2))
+        if self._artifact_path:
+            import mlflow
+
+            if mlflow.active_run() is not None:
+                mlflow.log_artifacts(str(self._path), self._artifact_path)
+
+    def _exists(self) -> bool:
+        return (self._path / SPEC).is_file()
+
+    def _describe(self) -> dict[str, Any]:
+        return {"path": str(self._path), "artifact_path": self._artifact_path}
