@@ -60,6 +60,10 @@ def test_metrics_are_logged_per_scenario_model_metric(mlflow_run):
     assert metrics["rb_class.scrub.guard_fired"] == 0
     assert metrics["rb_selective.neggrad.failed"] == 1 and "rb_selective.neggrad.forget_error" not in metrics
     assert "up.scrub_r.forget_error_gap" in metrics and "up.fisher.mia_basic_gap" in metrics
+    for model in ("original", "retrain", "scrub", "scrub_r", "finetune", "bad_teacher"):  # U-LiRA on up only
+        for column in ("ulira_auc", "ulira_auc_ci_low", "ulira_auc_ci_high", "ulira_acc", "ulira_seconds"):
+            assert f"up.{model}.{column}" in metrics
+    assert "up.scrub.ulira_auc_gap" in metrics and "rb_selective.scrub.ulira_auc" not in metrics
 
 
 def test_parameters_models_and_table_are_in_mlflow(mlflow_run):
@@ -70,12 +74,14 @@ def test_parameters_models_and_table_are_in_mlflow(mlflow_run):
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"reports", "models"} <= artifacts
     assert "reports/run_table.csv" in {a.path for a in client.list_artifacts(run.info.run_id, "reports")}
-    scrub_files = {a.path for a in client.list_artifacts(run.info.run_id, "models/up/scrub")}
-    assert scrub_files == {"models/up/scrub/weights.safetensors", "models/up/scrub/spec.json"}
-    up_models = {a.path for a in client.list_artifacts(run.info.run_id, "models/up")}
-    assert {"models/up/retrain", "models/up/scrub_r", "models/up/fisher"} <= up_models
-    clean = {a.path for a in client.list_artifacts(run.info.run_id, "models/clean")}
-    assert clean == {"models/clean/original"}
+    scrub_files = {a.path for a in client.list_artifacts(run.info.run_id, "models/up/seed_1/scrub")}
+    assert scrub_files == {"models/up/seed_1/scrub/weights.safetensors", "models/up/seed_1/scrub/spec.json"}
+    up_models = {a.path for a in client.list_artifacts(run.info.run_id, "models/up/seed_1")}
+    assert {"models/up/seed_1/retrain", "models/up/seed_1/scrub_r", "models/up/seed_1/fisher"} <= up_models
+    clean = {a.path for a in client.list_artifacts(run.info.run_id, "models/clean/seed_1")}
+    assert clean == {"models/clean/seed_1/original"}
+    figures = {a.path for a in client.list_artifacts(run.info.run_id, "figures/up/seed_1")}
+    assert {"figures/up/seed_1/scrub_ulira_roc.png", "figures/up/seed_1/retrain_ulira_roc.png"} <= figures
 
 
 def test_outputs_hold_ids_not_images_and_weights_load_safely(project):
@@ -85,11 +91,11 @@ def test_outputs_hold_ids_not_images_and_weights_load_safely(project):
     from scrub_unlearning.models import load_model
 
     data = project / "data" / "test"
-    forget = pd.read_csv(data / "03_primary" / "rb_selective" / "forget_ids.csv")
+    forget = pd.read_csv(data / "03_primary" / "rb_selective" / "seed_1" / "forget_ids.csv")
     assert list(forget.columns) == ["id", "label", "true_label"] and len(forget) == 30
     import json
 
-    folder = data / "06_models" / "rb_class" / "scrub"
+    folder = data / "06_models" / "rb_class" / "seed_1" / "scrub"
     assert sorted(p.name for p in folder.iterdir()) == ["spec.json", "weights.safetensors"]
     model = load_model(json.loads((folder / "spec.json").read_text()), load_file(folder / "weights.safetensors"))
     assert model.spec["architecture"] == "small_cnn"
@@ -101,8 +107,8 @@ def test_outputs_hold_ids_not_images_and_weights_load_safely(project):
     failed = table[table["status"] == "failed"]
     assert list(zip(failed["scenario"], failed["model"], strict=True)) == [("rb_selective", "neggrad")]
     assert "DivergenceError" in failed["failure"].iloc[0] and failed["forget_error"].isna().all()
-    assert not (data / "06_models" / "rb_selective" / "neggrad").exists()
-    assert (data / "06_models" / "up" / "neggrad" / "weights.safetensors").is_file()
+    assert not (data / "06_models" / "rb_selective" / "seed_1" / "neggrad").exists()
+    assert (data / "06_models" / "up" / "seed_1" / "neggrad" / "weights.safetensors").is_file()
     ok = table[table["status"] == "ok"]
     assert ok[["forget_error", "retain_error", "test_error", "val_error", "seconds"]].notna().all().all()
     assert ok[ok["model"] != "original"]["scale_up"].notna().all() and table[table["model"] == "original"][
@@ -117,6 +123,11 @@ def test_single_scenario_pipeline_and_versioned_tables(project):
     assert len(versions) == 2, "two runs keep both versions of the scenario table"
     rb_versions = list((project / "data" / "test" / "08_reporting" / "rb_class" / "metrics.csv").iterdir())
     assert len(rb_versions) == 1, "--pipelines=up runs only the up scenario"
+    import json
+
+    manifest = json.loads((project / "data" / "test" / "07_model_output" / "up" / "seed_1" /
+                           "shadow_manifest.json").read_text())
+    assert manifest["trained"] == 0 and manifest["reused"] == 6, "a rerun with the same inputs trains no shadow"
 
 
 @pytest.mark.parametrize("override, expected", [

@@ -1,4 +1,4 @@
-"""`ModelDataset`: a model as a folder holding `weights.safetensors` and `spec.json`, logged to MLflow.
+"""Project datasets. `ModelDataset`: a model as a folder with `weights.safetensors` and `spec.json`, also in MLflow.
 
 A failed method saves `{}` (no weights): the folder is emptied and nothing is written or logged, so no half-written
 or stale model is left in the catalog (DESIGN §7); loading it gives `{}` back. Weights are never pickled.
@@ -11,8 +11,10 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from kedro.io import AbstractDataset
+from kedro.io import AbstractDataset, DatasetError
 from safetensors.torch import load_file, save_file
+
+from ..evaluation.shadows import ShadowStore
 
 WEIGHTS, SPEC = "weights.safetensors", "spec.json"
 
@@ -51,3 +53,24 @@ class ModelDataset(AbstractDataset[dict, dict]):
 
     def _describe(self) -> dict[str, Any]:
         return {"path": str(self._path), "artifact_path": self._artifact_path}
+
+
+class ShadowStoreDataset(AbstractDataset[ShadowStore, ShadowStore]):
+    """The folder of U-LiRA shadow weights, addressed by content; loading gives the store the node reads and
+    fills (a shadow whose inputs did not change is reused, never retrained)."""
+
+    def __init__(self, path: str, metadata: dict | None = None) -> None:
+        self._path = Path(path)
+        self.metadata = metadata
+
+    def load(self) -> ShadowStore:
+        return ShadowStore(self._path)
+
+    def save(self, data: ShadowStore) -> None:
+        raise DatasetError("the shadow store is filled by the node that trains shadows, not saved as a whole")
+
+    def _exists(self) -> bool:
+        return True
+
+    def _describe(self) -> dict[str, Any]:
+        return {"path": str(self._path)}

@@ -27,6 +27,9 @@ from ..evaluation import (
     gap_metrics,
     scale_up,
 )
+from ..evaluation.shadows import ShadowStore, plan_shadows, train_shadows, unlearned_margins
+from ..evaluation.ulira import plot_roc
+from ..evaluation.ulira import ulira as run_ulira
 from ..methods import get_method
 from ..models import build_model, load_model, model_spec, state_dict_for_saving
 from ..training import check_finite, seed_everything, select_device, train_model
@@ -149,10 +152,11 @@ def run_method(original: dict, splits: Splits, training_set: TrainingSet, forget
 
 def evaluate_method(model: dict, info: dict, splits: Splits, training_set: TrainingSet,
                     forget_set: pd.DataFrame, scenario: dict, runtime: dict, retrain_row: dict | None = None,
-                    retrain_info: dict | None = None, *, scenario_name: str, method: str,
+                    retrain_info: dict | None = None, ulira: dict | None = None, *, scenario_name: str, method: str,
                     seed: int) -> tuple[dict, dict]:
     """One table row for (scenario, method) and its MLflow metrics. Gaps, tug-of-war and scale-up compare with
-    Retrain's row; a failed method's metrics are NaN and its reason is kept."""
+    Retrain's row; a failed method's metrics are NaN and its reason is kept. `ulira`: the method's U-LiRA result
+    (UP scenarios with `ulira.enabled`)."""
     application = scenario["application"]
     row = {"scenario": scenario_name, "application": application, "model": method, "seed": seed,
            "status": info.get("status", "ok"), "failure": info.get("failure", "")}
@@ -163,11 +167,15 @@ def evaluate_method(model: dict, info: dict, splits: Splits, training_set: Train
         task = make_task(splits, training_set, forget_set, application, seed)
         network = load_model(model["spec"], model["weights"])
         row.update(evaluate_model(network, task, splits.x["test"], splits.y["test"], device, seed))
+    if ulira is not None:
+        row.update({k: ulira.get(k, math.nan) for k in ULIRA_COLUMNS})
     if retrain_row is not None:
         if not model.get("weights") or retrain_row["status"] != "ok":
             row.update({f"{m}_gap": math.nan for m in gap_metrics(application)}, tow=math.nan)
         else:
             row.update(compare_to_retrain(row, retrain_row, application))
+        if ulira is not None and "ulira_auc" in retrain_row:
+            row["ulira_auc_gap"] = row["ulira_auc"] - retrain_row["ulira_auc"]
     row["seconds"] = float(info.get("seconds", math.nan))
     retrain_seconds = (retrain_info or info).get("seconds", math.nan)
     row["scale_up"] = math.nan if method == "original" else scale_up(retrain_seconds, row["seconds"])
@@ -182,19 +190,103 @@ def evaluate_method(model: dict, info: dict, splits: Splits, training_set: Train
     return row, metrics
 
 
+ULIRA_COLUMNS = ("ulira_auc", "ulira_auc_ci_low", "ulira_auc_ci_high", "ulira_acc", "ulira_seconds")
+
+
+def train_shadow_models(original: dict, splits: Splits, training_set: TrainingSet, forget_set: pd.DataFrame,
+                        scenario: dict, ulira: dict, training: dict, runtime: dict, store: ShadowStore, *,
+                        seed: int) -> tuple[dict, dict]:
+    """U-LiRA's K shadows for this scenario, trained once: a shadow whose inputs did not change comes from the
+    store. Returns the shadows (in memory) and a manifest (how many were trained and reused)."""
+    device = _device(runtime)
+    task = make_task(splits, training_set, forget_set, scenario["application"], seed)
+    forget_ids = torch.as_tensor(forget_set["id"].to_numpy().copy())
+    plan = plan_shadows(training_set, forget_ids, task.forget_classes, int(ulira["num_shadows"]), seed,
+                        ulira.get("pool_size"))
+    states, manifest = train_shadows(training_set, plan, original["spec"], training, store, device,
+                                     int(ulira.get("workers") or 0), progress=log.info)
+    log.info("U-LiRA shadows: %d trained, %d reused (%.1f s)", manifest["trained"], manifest["reused"],
+             manifest["seconds"])
+    return {"plan": plan, "states": states, "spec": original["spec"]}, manifest
+
+
+def attack_method(shadows: dict, splits: Splits, training_set: TrainingSet, forget_set: pd.DataFrame,
+                  scenario: dict, method_params: dict, training: dict, ulira: dict, runtime: dict,
+                  rewound: list | None = None, *, method: str, seed: int):
+    """U-LiRA against one method: every shadow unlearns its F_k with the method (Original: none), then the
+    leave-one-shadow-out likelihood-ratio attack. Returns (metrics, per-example scores, ROC figure, the shadows'
+    trajectories for a method that rewinds this one)."""
+    start = time.perf_counter()
+    device = _device(runtime)
+    template = make_task(splits, training_set, forget_set, scenario["application"], seed)
+    plan = shadows["plan"]
+    unlearn, params, extras = None, {}, None
+    if method != "original":
+        registered = get_method(method)
+        unlearn, params = registered.unlearn, method_parameters(method, method_params, scenario, training)
+        if registered.rewinds:
+            extras = [(info,) for info in rewound or []]
+    try:
+        if extras is not None and len(extras) != plan.num_shadows:
+            raise RuntimeError(f"{get_method(method).rewinds} has no trajectory on the shadows to rewind")
+        phi, infos = unlearned_margins(unlearn, params, shadows["states"], shadows["spec"], training_set, plan,
+                                       template, device, int(ulira.get("workers") or 0), extras)
+        member, nonmember = plan.masks()
+        result = run_ulira(phi, member, nonmember, seed, int(ulira.get("bootstrap", 1000)))
+    except Exception as error:  # the method failed on a shadow: NaN attack columns, the run goes on
+        if isinstance(error, (KeyboardInterrupt, MemoryError)):
+            raise
+        log.warning("U-LiRA for %s failed: %s: %s", method, type(error).__name__, error)
+        metrics = {k: math.nan for k in ULIRA_COLUMNS}
+        metrics.update(ulira_seconds=time.perf_counter() - start, ulira_failure=f"{type(error).__name__}: {error}")
+        return metrics, pd.DataFrame(columns=["shadow", "example", "member", "score"]), \
+            plot_roc({}, f"U-LiRA: {method} failed"), []
+    metrics = {**result.as_metrics(), "ulira_seconds": time.perf_counter() - start}
+    log.info("U-LiRA %s: AUC %.3f [%.3f, %.3f]", method, metrics["ulira_auc"], metrics["ulira_auc_ci_low"],
+             metrics["ulira_auc_ci_high"])
+    scores = result.scores.assign(id=plan.pool_ids.numpy()[result.scores["example"].to_numpy()])
+    return metrics, scores, plot_roc({method: result}, f"U-LiRA ROC: {method}"), infos
+
+
 def _isnan(value) -> bool:
     return isinstance(value, float) and math.isnan(value)
 
 
 def build_scenario_table(**rows: dict) -> pd.DataFrame:
-    """The scenario's rows, Original and Retrain first."""
+    """The scenario's rows (one per model and seed), in the order given: Original and Retrain first."""
     return pd.DataFrame(list(rows.values()))
 
 
-def build_run_table(seeds: list, **scenario_tables: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, str]:
-    """The run-wide table (one row per scenario and model), printed, with its Markdown."""
+KEYS = ["scenario", "application", "model"]
+
+
+def summarise_seeds(table: pd.DataFrame) -> pd.DataFrame:
+    """Mean and standard deviation over seeds of every numeric column, per (scenario, model); a (scenario, model)
+    counts as failed when any seed failed."""
+    numeric = [c for c in table.columns if c not in (*KEYS, "seed", "status", "failure", "guard_fired", "guard_epoch")
+               and pd.api.types.is_numeric_dtype(table[c])]
+    grouped = table.groupby(KEYS, sort=False)
+    summary = grouped[numeric].agg(["mean", "std"])
+    summary.columns = [f"{column}_{stat}" for column, stat in summary.columns]
+    summary["seeds"] = grouped["seed"].count()
+    summary["failed_seeds"] = grouped["status"].apply(lambda s: int((s != "ok").sum()))
+    summary["guard_fired_seeds"] = grouped["guard_fired"].apply(lambda s: int(s.astype(bool).sum()))
+    return summary.reset_index()
+
+
+def build_run_table(seeds: list, **scenario_tables: pd.DataFrame):
+    """The run-wide table (one row per scenario, model and seed), printed, with its Markdown; with several seeds
+    also the mean ± std summary and its MLflow metrics `<scenario>.<model>.<metric>_mean|_std`."""
     table = pd.concat(list(scenario_tables.values()), ignore_index=True)
     table["failure"] = table["failure"].fillna("")  # CSV reads an empty reason back as NaN
-    markdown = table.to_markdown(index=False, floatfmt=".2f")
-    print(f"\nRun-wide table (seeds {seeds}):\n{markdown}\n")
-    return table, table, markdown
+    summary = summarise_seeds(table)
+    metrics = {}
+    if len(seeds) > 1:
+        for record in summary.to_dict("records"):
+            for column, value in record.items():
+                if column.endswith(("_mean", "_std")) and not _isnan(value):
+                    metrics[f"{record['scenario']}.{record['model']}.{column}"] = {"value": float(value), "step": 0}
+    shown = table if len(seeds) == 1 else summary
+    markdown = shown.to_markdown(index=False, floatfmt=".2f")
+    print(f"\nRun-wide table (seeds {seeds}{'' if len(seeds) == 1 else ': mean and std over seeds'}):\n{markdown}\n")
+    return table, summary, table, markdown, metrics
