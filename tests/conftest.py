@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -44,3 +48,22 @@ def digits_task(digits_splits, digits_training_set):
         return make_task(digits_splits, digits_training_set, table, application, seed=1)
 
     return make
+
+
+PROJECT = Path(__file__).resolve().parents[1]
+
+
+def copy_project(root: Path) -> Path:
+    """A temporary copy of the project (pyproject, conf without local, src) to run `kedro` in."""
+    shutil.copy(PROJECT / "pyproject.toml", root / "pyproject.toml")
+    shutil.copytree(PROJECT / "conf", root / "conf", ignore=shutil.ignore_patterns("local"))
+    (root / "conf" / "local").mkdir()
+    shutil.copytree(PROJECT / "src", root / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    return root
+
+
+def kedro(project: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run `python -m kedro ...` in `project` with its own sources first on the path."""
+    variables = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "true", "PYTHONPATH": str(project / "src"), **(env or {})}
+    return subprocess.run([sys.executable, "-m", "kedro", *args], cwd=project, env=variables, capture_output=True,
+                          text=True, timeout=900)

@@ -41,4 +41,4 @@ def register_pipelines() -> dict[str, Pipeline]:
     check_config(scenarios, training_sets, methods)
     methods = [m for m in methods if m not in ("original", "retrain")]
     return create_pipelines(scenarios, training_sets, methods, list(parameters.get("seeds") or [1]),
-                            parameters.get("ulira"))
+                            parameters.get("ulira"), parameters.get("registry"))

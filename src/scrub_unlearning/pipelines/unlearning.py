@@ -16,6 +16,7 @@ from kedro.pipeline import Pipeline, node
 
 from ..methods import get_method
 from . import nodes
+from .deletion import deletion_request_pipeline, registration_pipeline
 
 RUNTIME = "params:runtime"
 
@@ -145,8 +146,9 @@ def report_pipeline(scenario_names: list[str]) -> Pipeline:
 
 
 def create_pipelines(scenarios: dict, training_sets: dict, methods: list[str], seeds: list[int],
-                     ulira: dict | None = None) -> dict[str, Pipeline]:
-    """`__default__` runs every scenario; each scenario is also its own pipeline (its training set included)."""
+                     ulira: dict | None = None, registry: dict | None = None) -> dict[str, Pipeline]:
+    """`__default__` runs every scenario; each scenario is also its own pipeline (its training set included);
+    `deletion_request` serves a deletion request against the registered serving model."""
     seeds = [int(s) for s in seeds]
     if not seeds or len(set(seeds)) != len(seeds):
         raise ValueError(f"seeds {seeds}: give a non-empty list of distinct integers, e.g. [1] or [1, 2, 3]")
@@ -162,10 +164,16 @@ def create_pipelines(scenarios: dict, training_sets: dict, methods: list[str], s
                    for seed in seeds), Pipeline([])) + scenario_table_pipeline(name, models, seeds)
         for name, s in scenarios.items()
     }
+    registration = Pipeline([])
+    if (registry or {}).get("enabled") and "clean" in set_pipes:
+        registration = registration_pipeline(seeds[0])
     result = {
         "__default__": ingestion + sum(set_pipes.values(), Pipeline([])) + sum(scenario_pipes.values(), Pipeline([]))
-        + report_pipeline(list(scenarios)),
+        + report_pipeline(list(scenarios)) + registration,
+        "deletion_request": deletion_request_pipeline(ingestion),
     }
+    if registration:
+        result["register"] = ingestion + training_set_pipeline("clean", seeds[0], all_tags) + registration
     for name, scenario in scenarios.items():
         result[name] = (ingestion + set_pipes[scenario.get("training_set", "clean")] + scenario_pipes[name]
                         + report_pipeline([name]))

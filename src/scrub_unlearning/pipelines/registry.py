@@ -1,0 +1,58 @@
+"""The MLflow Model Registry side of serving: register a model (pyfunc from code + safetensors + JSON spec), move
+the serving alias, and fetch the serving version's weights back."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+import mlflow
+from mlflow.tracking import MlflowClient
+from safetensors.torch import load_file, save_file
+
+import scrub_unlearning
+
+SERVING_MODEL_CODE = Path(__file__).with_name("serving_model.py")
+PIP_REQUIREMENTS = ["torch>=2.4", "safetensors>=0.4", "numpy>=1.26"]
+
+
+def register_model(model: dict, name: str, tags: dict, metrics: dict | None = None) -> str:
+    """Log `model` ({"weights", "spec"}) to the active run as a pyfunc and register it under `name`; returns the
+    new version. Tags and metrics go on the version (stringified)."""
+    with tempfile.TemporaryDirectory() as folder:
+        weights, spec = Path(folder) / "weights.safetensors", Path(folder) / "spec.json"
+        save_file(model["weights"], str(weights))
+        spec.write_text(json.dumps(model["spec"]))
+        info = mlflow.pyfunc.log_model(
+            name="served_model", python_model=str(SERVING_MODEL_CODE),
+            artifacts={"weights": str(weights), "spec": str(spec)},
+            code_paths=[str(Path(scrub_unlearning.__file__).parent)], pip_requirements=PIP_REQUIREMENTS,
+            registered_model_name=name,
+        )
+    version = str(info.registered_model_version)
+    client = MlflowClient()
+    for key, value in {**tags, **{f"metric.{k}": v for k, v in (metrics or {}).items()}}.items():
+        client.set_model_version_tag(name, version, key, str(value))
+    return version
+
+
+def serving_version(name: str, alias: str) -> str | None:
+    """The version carrying `alias`, or None."""
+    try:
+        return str(MlflowClient().get_model_version_by_alias(name, alias).version)
+    except mlflow.exceptions.MlflowException:
+        return None
+
+
+def promote(name: str, version: str, alias: str) -> None:
+    MlflowClient().set_registered_model_alias(name, alias, version)
+
+
+def load_registered(name: str, version: str) -> dict:
+    """Weights and spec of a registered version (downloaded artifacts; loaded with safetensors, never unpickled)."""
+    with tempfile.TemporaryDirectory() as folder:
+        root = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version}", dst_path=folder))
+        weights = next(root.rglob("weights.safetensors"))
+        spec = json.loads(next(root.rglob("spec.json")).read_text())
+        return {"weights": load_file(str(weights)), "spec": spec}
