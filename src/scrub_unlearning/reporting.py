@@ -32,8 +32,8 @@ from matplotlib.path import Path as MplPath
 from matplotlib.transforms import Bbox
 from sklearn.metrics import roc_auc_score, roc_curve
 
-__all__ = ["APPLICATION_METRICS", "METHOD_LABELS", "METHOD_ORDER", "forget_vs_test_figure", "html_report",
-           "load_ulira_scores", "method_label", "metric_bars_figure", "roc_figure", "write_report"]
+__all__ = ["APPLICATION_METRICS", "DEFAULT_METRICS", "METHOD_LABELS", "METHOD_ORDER", "forget_vs_test_figure",
+           "html_report", "load_ulira_scores", "method_label", "metric_bars_figure", "roc_figure", "write_report"]
 
 METHOD_ORDER = ("original", "retrain", "scrub", "scrub_r", "finetune", "neggrad", "neggrad_plus", "cf_k", "eu_k",
                 "fisher", "bad_teacher")
@@ -243,7 +243,9 @@ def _place_labels(fig: Figure, ax, labels: list[tuple[float, float, str, dict, s
         arrow = ({"arrowstyle": "-", "color": color, "linewidth": 0.8, "shrinkA": 1, "shrinkB": 5, "alpha": 0.9}
                  if radius >= _LEADER_FROM else None)
         note = ax.annotate(text, (x, y), xytext=offset, textcoords="offset points", ha=ha, va=va, fontsize=8,
-                           zorder=6, annotation_clip=False, arrowprops=arrow, **props)
+                           zorder=6, annotation_clip=False, arrowprops=arrow,
+                           bbox={"boxstyle": "round,pad=0.1", "facecolor": "white", "edgecolor": "none", "alpha": 0.7},
+                           **props)
         note.set_in_layout(False)
         placed.append(box)
         if arrow:
@@ -360,8 +362,7 @@ def forget_vs_test_figure(table: pd.DataFrame, scenario: str) -> Figure:
         pad_y = max(0.15 * (max(ys) - min(ys)), 0.2)
         zx = (min(xs) - pad_x, max(xs) + pad_x)
         zy = (max(min(ys) - pad_y, 0.0 if min(ys) >= 0 else min(ys) - pad_y), max(ys) + pad_y)
-        inside = [key for key in crowded]
-        members = {model for key in inside for model, _ in groups[key]}
+        members = {model for key in crowded for model, _ in groups[key]}
         _draw_points(zoom, shown[shown["model"].isin(members)], colors, "zoom")
         _reference_lines(zoom, retrain, budget)
         zoom.set_xlim(*zx)
@@ -516,7 +517,10 @@ def _figure_img(fig: Figure, alt: str, dpi: int = 110) -> str:
 
 
 def _format_cell(value, column: str) -> tuple[str, str]:
-    """(escaped text, css class) of one table cell: floats to 2 decimals, NaN/None as "n/a"."""
+    """(escaped text, css class) of one table cell: floats to 2 decimals, NaN/None as "n/a" (blank for a missing
+    failure reason)."""
+    if column == "failure" and (value is None or (isinstance(value, float) and math.isnan(value))):
+        return "", "text wrap"
     if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA or value is pd.NaT:
         return "n/a", "na"
     if isinstance(value, (bool, np.bool_)):
@@ -530,13 +534,14 @@ def _format_cell(value, column: str) -> tuple[str, str]:
             return str(int(value)), "num"
         return f"{value:.2f}", "num"
     text = str(value)
-    if column == "failure" and not text.strip():
-        return "", "text"
+    if column == "failure":
+        return _html.escape(text), "text wrap"
     return _html.escape(text), "text"
 
 
 def _html_table(frame: pd.DataFrame, row_classes: Sequence[str] | None = None) -> str:
-    head = "".join(f"<th>{_html.escape(str(c))}</th>" for c in frame.columns)
+    # headers may break after an underscore (<wbr>), so long metric names do not widen their columns
+    head = "".join(f"<th>{_html.escape(str(c)).replace('_', '_<wbr>')}</th>" for c in frame.columns)
     body = []
     for i, record in enumerate(frame.itertuples(index=False, name=None)):
         cells = []
@@ -578,7 +583,7 @@ def _scenario_table(rows: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
         keep.remove("guard_epoch")
     first = [c for c in _LEADING_COLUMNS if c in keep]
     columns = first + [c for c in keep if c not in first]
-    if "failure" in rows.columns and rows["failure"].fillna("").astype(str).str.strip().ne("").any():
+    if "failure" in rows.columns and rows["failure"].astype(object).fillna("").astype(str).str.strip().ne("").any():
         columns.append("failure")
     return rows[columns], classes
 
@@ -696,11 +701,13 @@ figure img { display: block; max-width: 100%; height: auto; border: 1px solid #e
 figcaption { font-size: 12px; color: #5b6475; margin-top: 4px; }
 .table-wrap { overflow-x: auto; margin: 6px 0 10px; }
 table { border-collapse: collapse; font-size: 12px; white-space: nowrap; }
-th, td { padding: 4px 8px; border-bottom: 1px solid #e8eaee; }
-th { background: #f0f2f5; text-align: left; position: sticky; top: 0; font-weight: 600; }
+th, td { padding: 4px 7px; border-bottom: 1px solid #e8eaee; }
+th { background: #f0f2f5; text-align: left; vertical-align: bottom; white-space: normal; min-width: 44px;
+  font-weight: 600; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
 td.na { color: #9aa1ad; text-align: right; font-style: italic; }
-td.text { white-space: normal; max-width: 520px; word-break: break-word; }
+td.text { white-space: nowrap; }
+td.wrap { white-space: normal; min-width: 240px; max-width: 520px; overflow-wrap: anywhere; }
 tr.failed td { background: #fdecee; }
 tr.retrain td { background: #e9f6ec; font-weight: 600; }
 tr.original td { background: #f3f4f6; }

@@ -32,6 +32,7 @@ from ..evaluation.ulira import plot_roc
 from ..evaluation.ulira import ulira as run_ulira
 from ..methods import get_method
 from ..models import build_model, load_model, model_spec, state_dict_for_saving
+from ..reporting import html_report
 from ..training import check_finite, seed_everything, select_device, train_model
 from ..validation import check_scenarios
 
@@ -290,3 +291,14 @@ def build_run_table(seeds: list, **scenario_tables: pd.DataFrame):
     markdown = shown.to_markdown(index=False, floatfmt=".2f")
     print(f"\nRun-wide table (seeds {seeds}{'' if len(seeds) == 1 else ': mean and std over seeds'}):\n{markdown}\n")
     return table, summary, table, markdown, metrics
+
+
+def build_run_report(table: pd.DataFrame, **scores: pd.DataFrame) -> str:
+    """The run's HTML report: per scenario the forget-vs-test view, metric bars against Retrain, U-LiRA ROC curves
+    (`<scenario>__<model>` score tables) and the table."""
+    by_scenario: dict[str, dict[str, pd.DataFrame]] = {}
+    for key, frame in scores.items():
+        scenario, model = key.split("__", 1)
+        if len(frame):
+            by_scenario.setdefault(scenario, {})[model] = frame
+    return html_report(table, "Unlearning run", scores_by_scenario=by_scenario or None)

@@ -134,14 +134,20 @@ def scenario_table_pipeline(name: str, models: list[str], seeds: list[int]) -> P
     return Pipeline(table, namespace=name, inputs=set(rows.values()))
 
 
-def report_pipeline(scenario_names: list[str]) -> Pipeline:
+def report_pipeline(scenario_names: list[str], attacked: dict[str, list[str]] | None = None,
+                    seed: int = 1) -> Pipeline:
     """The run-wide table over the given scenarios (per seed), its mean ± std summary over seeds, the Markdown,
-    a copy in MLflow, and the `_mean`/`_std` metrics when there are several seeds."""
+    a copy in MLflow, the `_mean`/`_std` metrics when there are several seeds, and the HTML report (with the U-LiRA
+    ROC curves of `attacked` scenarios -> models, from the first seed)."""
     inputs = {"seeds": "params:seeds", **{name: f"{name}.metrics" for name in scenario_names}}
+    scores = {f"{scenario}__{model}": f"{seeded(scenario, seed)}.{model}_ulira_scores"
+              for scenario, models in (attacked or {}).items() for model in models}
     return Pipeline([
         node(nodes.build_run_table, inputs,
              ["run_table", "run_summary", "run_table_mlflow", "run_table_markdown", "run_summary_metrics"],
              name="build_run_table", tags=["reporting"]),
+        node(nodes.build_run_report, {"table": "run_table", **scores}, "run_report", name="build_run_report",
+             tags=["reporting"]),
     ])
 
 
@@ -167,14 +173,15 @@ def create_pipelines(scenarios: dict, training_sets: dict, methods: list[str], s
     registration = Pipeline([])
     if (registry or {}).get("enabled") and "clean" in set_pipes:
         registration = registration_pipeline(seeds[0])
+    attacked = {name: models for name, s in scenarios.items() if ulira_on and s["application"] == "up"}
     result = {
         "__default__": ingestion + sum(set_pipes.values(), Pipeline([])) + sum(scenario_pipes.values(), Pipeline([]))
-        + report_pipeline(list(scenarios)) + registration,
+        + report_pipeline(list(scenarios), attacked, seeds[0]) + registration,
         "deletion_request": deletion_request_pipeline(ingestion),
     }
     if registration:
         result["register"] = ingestion + training_set_pipeline("clean", seeds[0], all_tags) + registration
     for name, scenario in scenarios.items():
         result[name] = (ingestion + set_pipes[scenario.get("training_set", "clean")] + scenario_pipes[name]
-                        + report_pipeline([name]))
+                        + report_pipeline([name], {k: v for k, v in attacked.items() if k == name}, seeds[0]))
     return result
