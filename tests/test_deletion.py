@@ -79,12 +79,14 @@ def test_a_version_failing_the_gates_is_registered_not_promoted(served, tmp_path
     path = write_request(tmp_path, "strict", "req-0002", OTHER_CLASS_5_IDS + [147, 150])
     result = kedro(served, "run", "--env", "test", "--pipelines", "deletion_request", "--params",
                    f"deletion_request.path={path},deletion_request.gates.enabled=true,"
-                   "deletion_request.gates.max_test_error_increase=-100")
+                   "deletion_request.gates.max_test_error_increase=-100,deletion_request.ulira.enabled=true,"
+                   "deletion_request.ulira.num_shadows=4,deletion_request.ulira.bootstrap=50")
     assert result.returncode == 0, result.stderr[-4000:]
     assert "NOT promoted" in result.stdout + result.stderr and "test_error_increase" in result.stdout + result.stderr
     outcome = summary(served)
     assert outcome["promoted"] is False and outcome["version_after"] == "3"
     assert not outcome["gates"]["checks"]["test_error_increase"]["passed"]
+    assert 0.0 <= outcome["after"]["ulira_auc"] <= 1.0 and "ulira_auc" in outcome["gates"]["checks"]
     assert str(client(served).get_model_version_by_alias("scrub_unlearning_digits", "serving").version) == "2"
     assert ledger_lines(served)[-1]["promoted"] is False
 

@@ -124,6 +124,38 @@ def _compare(model, task: UnlearningTask, splits: Splits, seed: int) -> dict:
     }
 
 
+def request_ulira(splits: Splits, prepared: dict, result: dict, request: dict, method_params: dict, training: dict,
+                  runtime: dict) -> dict:
+    """U-LiRA for the request (`deletion_request.ulira.enabled`): shadows of the serving model's architecture
+    trained with the Original's recipe on the same retain data, a pool of 2x the request from its classes, the
+    request's method unlearning F_k from every shadow; returns ulira_auc with its interval and ulira_acc."""
+    from ..evaluation.shadows import ShadowStore, plan_shadows, train_shadows, unlearned_margins
+    from ..evaluation.ulira import ulira
+
+    config = request.get("ulira") or {}
+    seed = int(request.get("seed", 1))
+    device = nodes._device(runtime)
+    training_set, task = _request_task(splits, prepared, set(result["forgotten_before"]), seed)
+    plan = plan_shadows(training_set, torch.tensor(prepared["ids"]), task.forget_classes,
+                        int(config.get("num_shadows", 16)), seed)
+    store = ShadowStore(config["shadow_store"])
+    states, _ = train_shadows(training_set, plan, result["before"]["spec"], training, store, device,
+                              int(config.get("workers") or 0), progress=log.info)
+    method = get_method(result["method"])
+    extras = None
+    if method.rewinds:
+        params = nodes.method_parameters(method.rewinds, method_params, {"method_params": {}}, training)
+        _, infos = unlearned_margins(get_method(method.rewinds).unlearn, params, states, result["before"]["spec"],
+                                     training_set, plan, task, device, int(config.get("workers") or 0))
+        extras = [(info,) for info in infos]
+    params = nodes.method_parameters(result["method"], method_params,
+                                     {"method_params": request.get("method_params") or {}}, training)
+    phi, _ = unlearned_margins(method.unlearn, params, states, result["before"]["spec"], training_set, plan, task,
+                               device, int(config.get("workers") or 0), extras)
+    member, nonmember = plan.masks()
+    return ulira(phi, member, nonmember, seed, int(config.get("bootstrap", 1000))).as_metrics()
+
+
 def check_gates(before: dict, after: dict, gates: dict) -> dict:
     """Each configured gate: passed or not, with the numbers. Off (`enabled: false`) = every gate passes."""
     results = {}
@@ -133,6 +165,9 @@ def check_gates(before: dict, after: dict, gates: dict) -> dict:
         rise = after["test_error"] - before["test_error"]
         results["test_error_increase"] = {"value": rise, "limit": gates["max_test_error_increase"],
                                           "passed": rise <= gates["max_test_error_increase"]}
+    if gates.get("max_ulira_auc") is not None and "ulira_auc" in after:
+        results["ulira_auc"] = {"value": after["ulira_auc"], "limit": gates["max_ulira_auc"],
+                                "passed": after["ulira_auc"] <= gates["max_ulira_auc"]}
     if gates.get("mia_band") is not None:
         low, high = gates["mia_band"]
         results["mia_basic_in_band"] = {"value": after["mia_basic"], "limit": [low, high],
@@ -140,10 +175,10 @@ def check_gates(before: dict, after: dict, gates: dict) -> dict:
     return {"enabled": True, "passed": all(r["passed"] for r in results.values()), "checks": results}
 
 
-def evaluate_and_register(splits: Splits, prepared: dict, result: dict, request: dict,
-                          registry_config: dict) -> tuple[dict, str, dict]:
-    """Compare the unlearned model with the version it replaces, apply the gates, register it (promoted only when
-    the gates pass), record the request in the ledger, and write the report."""
+def evaluate_and_register(splits: Splits, prepared: dict, result: dict, request: dict, registry_config: dict,
+                          method_params: dict, training: dict, runtime: dict) -> tuple[dict, str, dict]:
+    """Compare the unlearned model with the version it replaces (and U-LiRA when enabled), apply the gates, register
+    it (promoted only when the gates pass), record the request in the ledger, and write the report."""
     if prepared["skip"]:
         summary = {"request_id": prepared["request_id"], "skipped": True,
                    "reason": f"already processed at {prepared['earlier']['time']}", **prepared["earlier"]}
@@ -152,6 +187,8 @@ def evaluate_and_register(splits: Splits, prepared: dict, result: dict, request:
     _, task = _request_task(splits, prepared, set(result["forgotten_before"]), seed)
     before = _compare(load_model(result["before"]["spec"], result["before"]["weights"]), task, splits, seed)
     after = _compare(load_model(result["after"]["spec"], result["after"]["weights"]), task, splits, seed)
+    if (request.get("ulira") or {}).get("enabled"):
+        after.update(request_ulira(splits, prepared, result, request, method_params, training, runtime))
     gates = check_gates(before, after, request.get("gates") or {})
     name, alias = registry_config["model_name"], registry_config.get("alias", "serving")
     tags = {"role": "unlearned", "request_id": prepared["request_id"], "method": result["method"],
@@ -198,7 +235,7 @@ def deletion_request_pipeline(ingestion: Pipeline) -> Pipeline:
                                "params:method_params", "params:training", "params:runtime"],
              "request_result", name="unlearn_request"),
         node(evaluate_and_register, ["splits", "request_prepared", "request_result", "params:deletion_request",
-                                     "params:registry"],
+                                     "params:registry", "params:method_params", "params:training", "params:runtime"],
              ["request_summary", "request_report", "request_metrics"], name="evaluate_and_register"),
     ], tags=["deletion_request"])
 
