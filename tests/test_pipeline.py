@@ -129,3 +129,15 @@ def test_bad_input_fails_before_training(project, override, expected):
     assert expected in result.stdout + result.stderr
     assert "Running node: up.run_scrub" not in result.stdout + result.stderr
     assert {p: p.stat().st_mtime_ns for p in models.rglob("*.safetensors")} == before
+
+
+def test_tags_run_one_method_and_what_it_needs(project):
+    """`--tags method.scrub_r`: SCRUB+R's nodes plus what they need (data, Original, Retrain, SCRUB), nothing else."""
+    result = kedro(project, "run", "--env", "test", "--pipelines", "up", "--tags", "method.scrub_r",
+                   env={"COLUMNS": "400"})
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+    for needed in ("up.seed_1.run_scrub_r", "up.seed_1.run_scrub", "up.seed_1.run_retrain",
+                   "clean.seed_1.train_original", "up.seed_1.evaluate_scrub_r", "up.seed_1.attack_scrub_r"):
+        assert f"Completed node: {needed}" in output
+    assert "run_finetune" not in output and "evaluate_fisher" not in output
