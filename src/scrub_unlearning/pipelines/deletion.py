@@ -89,7 +89,7 @@ def unlearn_request(splits: Splits, prepared: dict, request: dict, registry_conf
     serving = registry.load_registered(name, before)
     forgotten = _ledger(request).forgotten_ids(splits.ids["train"].tolist())
     _, task = _request_task(splits, prepared, forgotten, int(request.get("seed", 1)))
-    device = nodes._device(runtime)
+    device = nodes.device_for(runtime)
     method = request.get("method", "scrub_r")
     scenario = {"application": "up", "method_params": request.get("method_params") or {}}
     registered = get_method(method)
@@ -104,7 +104,7 @@ def unlearn_request(splits: Splits, prepared: dict, request: dict, registry_conf
     model, info = registered.unlearn(load_model(serving["spec"], serving["weights"]), task, params, device, *extra)
     log.info("request %s: %s unlearned %d ids in %.1f s", prepared["request_id"], method, len(task.forget_y),
              time.perf_counter() - start)
-    return {"skip": False, "version_before": before, "before": serving, "after": nodes._bundle(model),
+    return {"skip": False, "version_before": before, "before": serving, "after": nodes.model_bundle(model),
             "method": method, "seconds": time.perf_counter() - start,
             "guard_fired": bool(info.get("guard_fired", False)), "forgotten_before": sorted(forgotten)}
 
@@ -134,7 +134,7 @@ def request_ulira(splits: Splits, prepared: dict, result: dict, request: dict, m
 
     config = request.get("ulira") or {}
     seed = int(request.get("seed", 1))
-    device = nodes._device(runtime)
+    device = nodes.device_for(runtime)
     training_set, task = _request_task(splits, prepared, set(result["forgotten_before"]), seed)
     plan = plan_shadows(training_set, torch.tensor(prepared["ids"]), task.forget_classes,
                         int(config.get("num_shadows", 16)), seed)

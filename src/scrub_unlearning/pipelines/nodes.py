@@ -41,7 +41,8 @@ log = logging.getLogger(__name__)
 NO_MODEL: dict = {}  # what a failed method "saves": ModelDataset writes nothing and loads it back as {}
 
 
-def _device(runtime: dict) -> torch.device:
+def device_for(runtime: dict) -> torch.device:
+    """The configured device (`runtime.device`), after applying `runtime.num_threads`."""
     if runtime.get("num_threads"):
         torch.set_num_threads(int(runtime["num_threads"]))
     return select_device(runtime.get("device", "auto"))
@@ -73,7 +74,7 @@ def prepare_training_set(splits: Splits, training_set: dict, name: str, seed: in
 def train_original(splits: Splits, training_set: TrainingSet, model: dict, training: dict, runtime: dict,
                    seed: int) -> tuple[dict, dict]:
     """Train the Original on the training set (labels as given, RC-confused where configured)."""
-    device = _device(runtime)
+    device = device_for(runtime)
     options = {k: v for k, v in model.items() if k != "architecture"}
     spec = model_spec(model["architecture"], splits.num_classes, splits.image_shape, splits.mean, splits.std,
                       **options)
@@ -81,10 +82,11 @@ def train_original(splits: Splits, training_set: TrainingSet, model: dict, train
     network = build_model(spec)
     info = train_model(network, training_set.x, training_set.labels, training, device, seed,
                        what=f"original[{training_set.name}]", progress=log.info)
-    return _bundle(network), {"seconds": info["seconds"], "epoch_losses": info["epoch_losses"], "status": "ok"}
+    return model_bundle(network), {"seconds": info["seconds"], "epoch_losses": info["epoch_losses"], "status": "ok"}
 
 
-def _bundle(model) -> dict:
+def model_bundle(model) -> dict:
+    """What the catalog's ModelDataset saves: contiguous CPU weights and the architecture spec."""
     return {"weights": state_dict_for_saving(model), "spec": model.spec}
 
 
@@ -124,7 +126,7 @@ def run_method(original: dict, splits: Splits, training_set: TrainingSet, forget
     Returns (model, info, trajectory for methods that rewind this one). A method that diverges or raises yields
     `NO_MODEL` (nothing is saved) and an info dict with `status: failed` and the reason; the run goes on
     (DESIGN §7)."""
-    device = _device(runtime)
+    device = device_for(runtime)
     task = make_task(splits, training_set, forget_set, scenario["application"], seed)
     params = method_parameters(method, method_params, scenario, training)
     registered = get_method(method)
@@ -148,7 +150,7 @@ def run_method(original: dict, splits: Splits, training_set: TrainingSet, forget
         failed = {"status": "failed", "failure": reason, "seconds": time.perf_counter() - start}
         return NO_MODEL, failed, failed
     info = {**info, "status": "ok"}
-    return _bundle(model), _json_safe(info), info
+    return model_bundle(model), _json_safe(info), info
 
 
 def evaluate_method(model: dict, info: dict, splits: Splits, training_set: TrainingSet,
@@ -164,7 +166,7 @@ def evaluate_method(model: dict, info: dict, splits: Splits, training_set: Train
     if not model.get("weights"):
         row.update({m: math.nan for m in (*BASE_METRICS, *APPLICATION_METRICS[application])})
     else:
-        device = _device(runtime)
+        device = device_for(runtime)
         task = make_task(splits, training_set, forget_set, application, seed)
         network = load_model(model["spec"], model["weights"])
         row.update(evaluate_model(network, task, splits.x["test"], splits.y["test"], device, seed))
@@ -199,7 +201,7 @@ def train_shadow_models(original: dict, splits: Splits, training_set: TrainingSe
                         seed: int) -> tuple[dict, dict]:
     """U-LiRA's K shadows for this scenario, trained once: a shadow whose inputs did not change comes from the
     store. Returns the shadows (in memory) and a manifest (how many were trained and reused)."""
-    device = _device(runtime)
+    device = device_for(runtime)
     task = make_task(splits, training_set, forget_set, scenario["application"], seed)
     forget_ids = torch.as_tensor(forget_set["id"].to_numpy().copy())
     plan = plan_shadows(training_set, forget_ids, task.forget_classes, int(ulira["num_shadows"]), seed,
@@ -218,7 +220,7 @@ def attack_method(shadows: dict, splits: Splits, training_set: TrainingSet, forg
     leave-one-shadow-out likelihood-ratio attack. Returns (metrics, per-example scores, ROC figure, the shadows'
     trajectories for a method that rewinds this one)."""
     start = time.perf_counter()
-    device = _device(runtime)
+    device = device_for(runtime)
     template = make_task(splits, training_set, forget_set, scenario["application"], seed)
     plan = shadows["plan"]
     unlearn, params, extras = None, {}, None
