@@ -65,7 +65,8 @@ def test_the_sample_request_is_served_and_a_rerun_does_nothing(served):
     assert len(entries) == 1 and entries[0]["count"] == 20 and entries[0]["version_after"] == "2"
     text = (served / "data" / "test" / "08_reporting" / "deletion_ledger.jsonl").read_text()
     assert not any(f'"{i}"' in text or f" {i}," in text or f"[{i}," in text for i in SAMPLE_IDS), "ids in clear"
-    report = (served / "data" / "test" / "08_reporting" / "deletion_request" / "report.html").read_text()
+    reports = served / "data" / "test" / "08_reporting" / "deletion_request" / "report.html"
+    report = (sorted(reports.iterdir())[-1] / "report.html").read_text()
     assert "req-0001" in report and "data:image/png;base64" in report
 
     again = kedro(served, "run", "--env", "test", "--pipelines", "deletion_request")
@@ -73,6 +74,9 @@ def test_the_sample_request_is_served_and_a_rerun_does_nothing(served):
     assert summary(served)["skipped"] is True
     assert len(client(served).search_model_versions("name='scrub_unlearning_digits'")) == 2
     assert len(ledger_lines(served)) == 1
+    assert len(list(reports.iterdir())) == 2, "the no-op run wrote its own report version"
+    noop = (sorted(reports.iterdir())[-1] / "report.html").read_text()
+    assert "Nothing was done this time" in noop
 
 
 def test_a_version_failing_the_gates_is_registered_not_promoted(served, tmp_path):

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from html import escape
 
 import pandas as pd
 import torch
@@ -176,13 +177,19 @@ def check_gates(before: dict, after: dict, gates: dict) -> dict:
 
 
 def evaluate_and_register(splits: Splits, prepared: dict, result: dict, request: dict, registry_config: dict,
-                          method_params: dict, training: dict, runtime: dict) -> tuple[dict, str, dict]:
+                          method_params: dict, training: dict, runtime: dict) -> tuple[dict, str, str, dict]:
     """Compare the unlearned model with the version it replaces (and U-LiRA when enabled), apply the gates, register
     it (promoted only when the gates pass), record the request in the ledger, and write the report."""
     if prepared["skip"]:
+        earlier = prepared["earlier"]
         summary = {"request_id": prepared["request_id"], "skipped": True,
-                   "reason": f"already processed at {prepared['earlier']['time']}", **prepared["earlier"]}
-        return summary, f"<html><body><p>Request {prepared['request_id']}: already processed.</p></body></html>", {}
+                   "reason": f"already processed at {earlier['time']}", **earlier}
+        section = (f"<p>Request {escape(prepared['request_id'])} was processed at {escape(str(earlier['time']))}: "
+                   f"version {escape(str(earlier['version_before']))} → {escape(str(earlier['version_after']))} "
+                   f"({'promoted' if earlier['promoted'] else 'not promoted'}). Nothing was done this time.</p>")
+        empty = pd.DataFrame(columns=["scenario", "application", "model", "seed", "status", "failure"])
+        html = html_report(empty, f"Deletion request {prepared['request_id']}", extra_sections=[("No-op", section)])
+        return summary, html, html, {}
     seed = int(request.get("seed", 1))
     _, task = _request_task(splits, prepared, set(result["forgotten_before"]), seed)
     before = _compare(load_model(result["before"]["spec"], result["before"]["weights"]), task, splits, seed)
@@ -221,10 +228,11 @@ def evaluate_and_register(splits: Splits, prepared: dict, result: dict, request:
                f"'{alias}'.</p><table><tr><th>gate</th><th>value</th><th>limit</th><th>result</th></tr>{gate_rows}"
                "</table>")
     html = html_report(table, f"Deletion request {prepared['request_id']}", extra_sections=[("Quality gates", section)])
+
     metrics = {f"request.{side}.{k}": {"value": float(v), "step": 0}
                for side, values in (("before", before), ("after", after)) for k, v in values.items()
                if not (isinstance(v, float) and math.isnan(v))}
-    return summary, html, metrics
+    return summary, html, html, metrics
 
 
 def deletion_request_pipeline(ingestion: Pipeline) -> Pipeline:
@@ -236,7 +244,8 @@ def deletion_request_pipeline(ingestion: Pipeline) -> Pipeline:
              "request_result", name="unlearn_request"),
         node(evaluate_and_register, ["splits", "request_prepared", "request_result", "params:deletion_request",
                                      "params:registry", "params:method_params", "params:training", "params:runtime"],
-             ["request_summary", "request_report", "request_metrics"], name="evaluate_and_register"),
+             ["request_summary", "request_report", "request_report_mlflow", "request_metrics"],
+             name="evaluate_and_register"),
     ], tags=["deletion_request"])
 
 
