@@ -58,7 +58,7 @@ from .data import (
 from .evaluation import evaluate_model
 from .methods import METHODS, get_method
 from .models import build_model, model_spec
-from .training import error_percent, predict_logits, seed_everything, select_device, train_model
+from .training import error_percent, make_optimizer, predict_logits, seed_everything, select_device, train_model
 
 ERROR_COLUMNS = ("forget_error", "retain_error", "test_error")
 TITLE = "# Benchmarks"
@@ -159,18 +159,6 @@ def plain_precision() -> Iterator[None]:
         torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = previous
 
 
-def plain_optimizer(parameters, config: dict) -> torch.optim.Optimizer:
-    """SGD with momentum or Adam with coupled L2 weight decay: the same optimizers as the library's."""
-    name = str(config.get("optimizer", "sgd")).lower()
-    lr, weight_decay = float(config["lr"]), float(config.get("weight_decay", 0.0))
-    if name == "sgd":
-        return torch.optim.SGD(parameters, lr=lr, momentum=float(config.get("momentum", 0.9)),
-                               weight_decay=weight_decay)
-    if name == "adam":
-        return torch.optim.Adam(parameters, lr=lr, weight_decay=weight_decay)
-    raise ValueError(f"unknown optimizer '{name}'; allowed are ['sgd', 'adam']")
-
-
 def plain_train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, config: dict, device: torch.device, seed: int,
                 max_steps: int | None = None) -> dict:
     """A textbook training loop with the same recipe as `train_model` (optimizer, lr, schedule, epochs, batch size):
@@ -186,7 +174,7 @@ def plain_train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, config: dict
         model.train()
         loader = DataLoader(TensorDataset(x, y), batch_size=batch_size, shuffle=True,
                             generator=torch.Generator().manual_seed(int(seed)))
-        optimizer = plain_optimizer(model.parameters(), config)
+        optimizer = make_optimizer(model.parameters(), config)
         total = max(1, epochs * len(loader))
         decay = list(config.get("lr_decay_epochs", []))
         if schedule == "cosine":
@@ -243,7 +231,7 @@ def plain_scrub(original: nn.Module, task: UnlearningTask, params: dict, device:
         for p in teacher.parameters():
             p.requires_grad_(False)
         student = copy.deepcopy(original).to(device)
-        optimizer = plain_optimizer(student.parameters(), params)
+        optimizer = make_optimizer(student.parameters(), params)
         forget_loader = DataLoader(TensorDataset(task.forget_x), batch_size=int(params["forget_batch"]),
                                    shuffle=True, generator=torch.Generator().manual_seed(int(seed)))
         retain_loader = DataLoader(TensorDataset(task.retain_x, task.retain_y), batch_size=int(params["retain_batch"]),
