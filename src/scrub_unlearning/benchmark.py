@@ -45,6 +45,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from . import methods
 from .data import (
     Splits,
     TrainingSet,
@@ -437,18 +438,9 @@ def load_parameters(env: str, conf_root: str | Path = "conf") -> dict:
 
 
 def method_parameters(method: str, parameters: dict, scenario: dict) -> dict:
-    """The method's block with the scenario's override on top; Retrain takes the training recipe; parameters a
-    method takes from the training recipe (EU-k's epochs) default to it when null. (The pipeline's
-    `method_parameters`, re-implemented here so the benchmark never imports the Kedro layer.)"""
-    training = parameters["training"]
-    if method == "retrain":
-        return dict(training)
-    merged = dict((parameters.get("method_params") or {}).get(method) or {})
-    merged.update((scenario.get("method_params") or {}).get(method) or {})
-    for name in get_method(method).from_training:
-        if merged.get(name) is None:
-            merged[name] = training[name]
-    return merged
+    """`methods.method_parameters` over a whole parameters dict (method_params + training)."""
+    return methods.method_parameters(method, parameters.get("method_params") or {}, scenario,
+                                     parameters["training"])
 
 
 def scale_epochs(parameters: dict, scale: float) -> dict:

@@ -7,6 +7,7 @@ pass runs under bf16 autocast with channels_last; the same code runs on CPU in f
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, nullcontext
@@ -30,6 +31,15 @@ def select_device(name: str | None = "auto") -> torch.device:
     return torch.device(name)
 
 
+def set_deterministic(enabled: bool) -> None:
+    """Deterministic kernels (DESIGN §7: the same seed gives the same metrics on CUDA only with this switch; CPU
+    runs are deterministic anyway). On CUDA this also needs CUBLAS_WORKSPACE_CONFIG=:4096:8 in the environment."""
+    if enabled:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(bool(enabled))
+    torch.backends.cudnn.deterministic = bool(enabled)
+
+
 def seed_everything(seed: int) -> None:
     """Seed torch's global RNG (model initialisation); batch order uses explicit generators."""
     torch.manual_seed(int(seed))
@@ -46,7 +56,8 @@ def prepare_model(model: nn.Module, device: torch.device) -> nn.Module:
     """Move to the device; channels_last and cuDNN autotuning on CUDA."""
     model = model.to(device)
     if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
+        # autotuning picks kernels by timing, which is not reproducible: off under `deterministic`
+        torch.backends.cudnn.benchmark = not torch.are_deterministic_algorithms_enabled()
         model = model.to(memory_format=torch.channels_last)
     return model
 
@@ -79,6 +90,14 @@ def make_optimizer(parameters: Iterable[torch.nn.Parameter], config: dict) -> to
     if name == "adam":
         return torch.optim.Adam(parameters, lr=lr, weight_decay=weight_decay)
     raise ValueError(f"unknown optimizer '{name}'; allowed are {list(OPTIMIZERS)}")
+
+
+def optimizer_step(optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> torch.Tensor:
+    """One gradient step on `loss`; returns the detached loss (kept on the device: no host sync)."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.detach()
 
 
 def step_decay_lr(base_lr: float, epoch: int, decay_epochs: Iterable[int]) -> float:
@@ -155,10 +174,7 @@ def train_model(model: nn.Module, x: torch.Tensor, y: torch.Tensor, config: dict
                     set_lr(optimizer, 0.5 * base_lr * (1 + math.cos(math.pi * step / total_steps)))
                 with autocast(device):
                     loss = F.cross_entropy(model(x[index]), y[index])
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                epoch_loss += loss.detach()
+                epoch_loss += optimizer_step(optimizer, loss)
                 step += 1
             mean_loss = epoch_loss / max(1, len(batches))
             check_finite(model, mean_loss, what)

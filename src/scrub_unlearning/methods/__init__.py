@@ -18,16 +18,18 @@ from . import bad_teacher, cf_k, eu_k, finetune, fisher, neggrad, neggrad_plus, 
 @dataclass(frozen=True)
 class Method:
     """A registered method. `rewinds`: the method whose trajectory it reads (SCRUB+R reads SCRUB's) instead of
-    running its own; `from_training`: parameters that default to the Original's recipe when left null."""
+    running its own; `from_training`: parameters that default to the Original's recipe when left null;
+    `training_recipe`: its parameters are the Original's recipe itself (Retrain)."""
 
     name: str
     unlearn: Callable[..., tuple]
     rewinds: str | None = None
     from_training: tuple[str, ...] = ()
+    training_recipe: bool = False
 
 
 METHODS: dict[str, Method] = {m.name: m for m in (
-    Method("retrain", retrain.unlearn),
+    Method("retrain", retrain.unlearn, training_recipe=True),
     Method("scrub", scrub.unlearn),
     Method("scrub_r", scrub_r.unlearn, rewinds="scrub"),
     Method("finetune", finetune.unlearn),
@@ -58,3 +60,18 @@ def check_method_names(names: list[str]) -> list[str]:
         if rewinds and rewinds not in names:
             raise ValueError(f"method '{name}' rewinds {rewinds}'s trajectory: list '{rewinds}' in methods too")
     return [n for n in dict.fromkeys(names) if n not in REFERENCES]
+
+
+def method_parameters(method: str, method_params: dict, scenario: dict, training: dict) -> dict:
+    """The parameters `method` runs with: its block in `method_params` with the scenario's overrides
+    (`scenario["method_params"][method]`) on top; Retrain takes the Original's recipe; `from_training` parameters
+    left null take the recipe's value (EU-k's epochs)."""
+    registered = get_method(method)
+    if registered.training_recipe:
+        return dict(training)
+    merged = dict((method_params or {}).get(method) or {})
+    merged.update((scenario.get("method_params") or {}).get(method) or {})
+    for name in registered.from_training:
+        if merged.get(name) is None:
+            merged[name] = training[name]
+    return merged

@@ -26,7 +26,15 @@ from torch import nn
 
 from ..data import UnlearningTask
 from ..models import build_model
-from ..training import autocast, batch_indices, check_finite, make_optimizer, prepare_model, seed_everything
+from ..training import (
+    autocast,
+    batch_indices,
+    check_finite,
+    make_optimizer,
+    optimizer_step,
+    prepare_model,
+    seed_everything,
+)
 from .parameters import check_parameters
 from .scrub import kl_teacher_student
 
@@ -73,10 +81,7 @@ def unlearn(original: nn.Module, task: UnlearningTask, params: dict, device: tor
                     is_forget[index].unsqueeze(1), incompetent(batch).float(), competent(batch).float())
             with autocast(device):
                 loss = kl_teacher_student(student(batch).float(), teacher_logits, temperature)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            total += loss.detach()
+            total += optimizer_step(optimizer, loss)
         mean_loss = total / max(1, len(batches))
         check_finite(student, mean_loss, f"bad_teacher epoch {epoch}")
         losses.append(float(mean_loss))

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data import UnlearningTask
-from ..training import autocast, batch_indices, check_finite, make_optimizer, prepare_model
+from ..training import autocast, batch_indices, check_finite, make_optimizer, optimizer_step, prepare_model
 from .parameters import check_parameters
 
 DEFAULTS = {"optimizer": "sgd", "lr": 1e-3, "momentum": 0.9, "weight_decay": 5e-4, "epochs": 5, "batch_size": 64}
@@ -41,10 +41,7 @@ def unlearn(original: nn.Module, task: UnlearningTask, params: dict, device: tor
         for index in batches:
             with autocast(device):
                 loss = -F.cross_entropy(model(forget_x[index]).float(), forget_y[index])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            total += loss.detach()
+            total += optimizer_step(optimizer, loss)
         mean_loss = total / max(1, len(batches))
         check_finite(model, mean_loss, f"neggrad epoch {epoch} (stop on NaN)")
         forget_ce.append(-float(mean_loss))

@@ -19,7 +19,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data import UnlearningTask
-from ..training import autocast, batch_indices, check_finite, cycle_batches, make_optimizer, prepare_model
+from ..training import (
+    autocast,
+    batch_indices,
+    check_finite,
+    cycle_batches,
+    make_optimizer,
+    optimizer_step,
+    prepare_model,
+)
 from .parameters import check_parameters
 
 DEFAULTS = {"beta": 0.95, "optimizer": "sgd", "lr": 0.01, "momentum": 0.9, "weight_decay": 5e-4, "epochs": 10,
@@ -52,9 +60,7 @@ def unlearn(original: nn.Module, task: UnlearningTask, params: dict, device: tor
                 else:
                     forget_ce = torch.zeros((), device=device)
                 loss = beta * retain_ce - (1.0 - beta) * forget_ce
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            optimizer_step(optimizer, loss)
             total_retain += retain_ce.detach()
             total_forget += forget_ce.detach()
         count = max(1, len(batches))

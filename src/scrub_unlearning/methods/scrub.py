@@ -35,6 +35,7 @@ from ..training import (
     check_finite,
     error_percent,
     make_optimizer,
+    optimizer_step,
     predict_logits,
     prepare_model,
     set_lr,
@@ -105,10 +106,7 @@ def unlearn(original: nn.Module, task: UnlearningTask, params: dict, device: tor
                     teacher_logits = teacher(forget_x[index])
                 with autocast(device):
                     loss = -kl_teacher_student(student(forget_x[index]).float(), teacher_logits.float(), temperature)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                total += loss.detach()
+                total += optimizer_step(optimizer, loss)
             max_loss = total / max(1, len(batches))
         total = torch.zeros((), device=device)
         batches = batch_indices(len(retain_x), params["retain_batch"], generator, True, device)
@@ -119,10 +117,7 @@ def unlearn(original: nn.Module, task: UnlearningTask, params: dict, device: tor
                 logits = student(retain_x[index]).float()
                 loss = gamma * F.cross_entropy(logits, retain_y[index]) + alpha * kl_teacher_student(
                     logits, teacher_logits.float(), temperature)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            total += loss.detach()
+            total += optimizer_step(optimizer, loss)
         min_loss = total / max(1, len(batches))
         check_finite(student, min_loss if max_loss is None else min_loss + max_loss, f"scrub epoch {epoch}")
 

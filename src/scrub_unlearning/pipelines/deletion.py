@@ -16,7 +16,7 @@ from kedro.pipeline import Pipeline, node
 
 from ..data import Splits, TrainingSet, UnlearningTask, build_training_set, make_task
 from ..evaluation import basic_mia, per_example_loss
-from ..methods import get_method
+from ..methods import get_method, method_parameters
 from ..models import load_model
 from ..reporting import html_report
 from ..serving import Ledger, read_request, validate_request
@@ -97,11 +97,11 @@ def unlearn_request(splits: Splits, prepared: dict, request: dict, registry_conf
     start = time.perf_counter()
     extra = ()
     if registered.rewinds:
-        params = nodes.method_parameters(registered.rewinds, method_params, scenario, training)
+        params = method_parameters(registered.rewinds, method_params, scenario, training)
         _, rewound_info = get_method(registered.rewinds).unlearn(load_model(serving["spec"], serving["weights"]),
                                                                  task, params, device)
         extra = (rewound_info,)
-    params = nodes.method_parameters(method, method_params, scenario, training)
+    params = method_parameters(method, method_params, scenario, training)
     model, info = registered.unlearn(load_model(serving["spec"], serving["weights"]), task, params, device, *extra)
     log.info("request %s: %s unlearned %d ids in %.1f s", prepared["request_id"], method, len(task.forget_y),
              time.perf_counter() - start)
@@ -145,11 +145,11 @@ def request_ulira(splits: Splits, prepared: dict, result: dict, request: dict, m
     method = get_method(result["method"])
     extras = None
     if method.rewinds:
-        params = nodes.method_parameters(method.rewinds, method_params, {"method_params": {}}, training)
+        params = method_parameters(method.rewinds, method_params, {"method_params": {}}, training)
         _, infos = unlearned_margins(get_method(method.rewinds).unlearn, params, states, result["before"]["spec"],
                                      training_set, plan, task, device, int(config.get("workers") or 0))
         extras = [(info,) for info in infos]
-    params = nodes.method_parameters(result["method"], method_params,
+    params = method_parameters(result["method"], method_params,
                                      {"method_params": request.get("method_params") or {}}, training)
     phi, _ = unlearned_margins(method.unlearn, params, states, result["before"]["spec"], training_set, plan, task,
                                device, int(config.get("workers") or 0), extras)

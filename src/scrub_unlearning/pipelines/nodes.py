@@ -30,10 +30,10 @@ from ..evaluation import (
 from ..evaluation.shadows import ShadowStore, plan_shadows, train_shadows, unlearned_margins
 from ..evaluation.ulira import plot_roc
 from ..evaluation.ulira import ulira as run_ulira
-from ..methods import get_method
+from ..methods import get_method, method_parameters
 from ..models import build_model, load_model, model_spec, state_dict_for_saving
 from ..reporting import html_report
-from ..training import check_finite, seed_everything, select_device, train_model
+from ..training import check_finite, seed_everything, select_device, set_deterministic, train_model
 from ..validation import check_scenarios
 
 log = logging.getLogger(__name__)
@@ -42,9 +42,10 @@ NO_MODEL: dict = {}  # what a failed method "saves": ModelDataset writes nothing
 
 
 def device_for(runtime: dict) -> torch.device:
-    """The configured device (`runtime.device`), after applying `runtime.num_threads`."""
+    """The configured device (`runtime.device`), after applying `runtime.num_threads` and `runtime.deterministic`."""
     if runtime.get("num_threads"):
         torch.set_num_threads(int(runtime["num_threads"]))
+    set_deterministic(bool(runtime.get("deterministic", False)))
     return select_device(runtime.get("device", "auto"))
 
 
@@ -93,19 +94,6 @@ def model_bundle(model) -> dict:
 def make_forget_set(splits: Splits, training_set: TrainingSet, scenario: dict, seed: int) -> pd.DataFrame:
     """The scenario's forget set, as ids with trained and true labels."""
     return build_forget_set(training_set, scenario, splits.num_classes, seed)
-
-
-def method_parameters(method: str, method_params: dict, scenario: dict, training: dict) -> dict:
-    """The method's parameter block with the scenario's overrides (`scenario.method_params.<method>`) on top;
-    Retrain takes the Original's recipe."""
-    if method == "retrain":
-        return dict(training)
-    merged = dict(method_params.get(method) or {})
-    merged.update((scenario.get("method_params") or {}).get(method) or {})
-    for name in get_method(method).from_training:
-        if merged.get(name) is None:
-            merged[name] = training[name]
-    return merged
 
 
 def _json_safe(info: dict) -> dict:
