@@ -17,30 +17,47 @@ from . import bad_teacher, cf_k, eu_k, finetune, fisher, neggrad, neggrad_plus, 
 
 @dataclass(frozen=True)
 class Method:
-    """A registered method. `rewinds`: the method whose trajectory it reads (SCRUB+R reads SCRUB's) instead of
-    running its own; `from_training`: parameters that default to the Original's recipe when left null;
-    `training_recipe`: its parameters are the Original's recipe itself (Retrain)."""
+    """A registered method.
+
+    `display`: its name in tables and figures. `rewinds`: the method whose trajectory it reads (SCRUB+R reads
+    SCRUB's) instead of running its own. `in_memory`: keys of its info that never leave the process (SCRUB's
+    per-epoch weights): they travel to a method that rewinds this one, never into a saved info. `row_fields`: keys
+    of its info that belong in its table row (SCRUB's guard). `from_training`: parameters that default to the
+    Original's recipe when left null; `training_recipe`: its parameters are the Original's recipe itself
+    (Retrain)."""
 
     name: str
     unlearn: Callable[..., tuple]
+    display: str
     rewinds: str | None = None
+    in_memory: tuple[str, ...] = ()
+    row_fields: tuple[str, ...] = ()
     from_training: tuple[str, ...] = ()
     training_recipe: bool = False
 
 
+GUARD_FIELDS = ("guard_fired", "guard_epoch")
+
 METHODS: dict[str, Method] = {m.name: m for m in (
-    Method("retrain", retrain.unlearn, training_recipe=True),
-    Method("scrub", scrub.unlearn),
-    Method("scrub_r", scrub_r.unlearn, rewinds="scrub"),
-    Method("finetune", finetune.unlearn),
-    Method("neggrad", neggrad.unlearn),
-    Method("neggrad_plus", neggrad_plus.unlearn),
-    Method("cf_k", cf_k.unlearn),
-    Method("eu_k", eu_k.unlearn, from_training=("epochs",)),
-    Method("fisher", fisher.unlearn),
-    Method("bad_teacher", bad_teacher.unlearn),
+    Method("retrain", retrain.unlearn, "Retrain", training_recipe=True),
+    Method("scrub", scrub.unlearn, "SCRUB", in_memory=("checkpoints",), row_fields=GUARD_FIELDS),
+    Method("scrub_r", scrub_r.unlearn, "SCRUB+R", rewinds="scrub", row_fields=GUARD_FIELDS),
+    Method("finetune", finetune.unlearn, "Finetune"),
+    Method("neggrad", neggrad.unlearn, "NegGrad"),
+    Method("neggrad_plus", neggrad_plus.unlearn, "NegGrad+"),
+    Method("cf_k", cf_k.unlearn, "CF-k"),
+    Method("eu_k", eu_k.unlearn, "EU-k", from_training=("epochs",)),
+    Method("fisher", fisher.unlearn, "Fisher"),
+    Method("bad_teacher", bad_teacher.unlearn, "Bad-Teacher"),
 )}
 REFERENCES = ("original", "retrain")
+DISPLAY_NAMES: dict[str, str] = {"original": "Original", **{name: m.display for name, m in METHODS.items()}}
+"""Display name of every model a run table can hold, in the registry's order (the reports' method order)."""
+
+
+def rewinders_of(method: str, names: list[str]) -> list[str]:
+    """The methods among `names` that rewind `method`'s trajectory (SCRUB+R for SCRUB)."""
+    return [n for n in names if n in METHODS and METHODS[n].rewinds == method]
 
 
 def get_method(name: str) -> Method:
