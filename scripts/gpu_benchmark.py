@@ -1,22 +1,27 @@
 #!/usr/bin/env python3
-"""The cifar10 protocol's speed on one GPU: the library against plain PyTorch loops (DESIGN §6).
+"""A preset's speed on one GPU (cifar10 by default): the library against plain PyTorch loops (docs/design.md §6).
 
-Library-only (torch, numpy and scrub_unlearning's library modules: no Kedro, MLflow or PyYAML), so it runs on the
-lent GPU machine from a plain copy of the tree (no install needed: it puts `src/` on the path):
+Library-only (torch, numpy, scrub_unlearning's library modules and `benchmarks/common.py`: no Kedro, MLflow,
+OmegaConf or PyYAML), so it runs on the lent GPU machine from a plain copy of the tree (no install needed: it puts
+`src/` and the repository root on the path). The settings come from a preset JSON written on a machine with Kedro by
+`python -m benchmarks --env cifar10 --export-preset benchmarks/presets/cifar10.json` (the environment's parameters
+as `kedro run --env cifar10` resolves them):
 
     python scripts/gpu_benchmark.py --npz data/01_raw/cifar10.npz            # writes $OUT/gpu_benchmark.md
+    python scripts/gpu_benchmark.py --npz data/01_raw/cifar10.npz --preset benchmarks/presets/cifar5.json
     python scripts/gpu_benchmark.py --npz /tmp/tiny.npz --quick --device cpu --out /tmp/gpu.md   # smoke test
 
 Phases (each printed as it runs, then one Markdown table):
-1. PreAct ResNet-18 (width 1.0) training throughput at batch 256 over a fixed window of steps after a warm-up:
-   ours (`train_model`: bf16 autocast + channels_last on CUDA) vs the plain fp32 loop (TF32 off, DataLoader,
-   `.item()` per step);
-2. Original and Retrain (rb_selective's retain set) with our loop: 10 epochs each, SGD lr 0.02 cosine, batch 128;
-3. SCRUB on rb_class (the authors' class row) and rb_selective (selective row: retain batch 32, forget batch 16,
-   5 epochs, 100 forget examples of class 5), ours vs the plain SCRUB loop, guard off for both, with the errors of
-   both models.
-Aimed at under 4 minutes on an H100/H200 with the real CIFAR-10 .npz. `--quick`: a tiny subset, 1 epoch, a narrow
-network, so it runs on a CPU in seconds (the test suite runs it that way).
+1. the preset's network (cifar10: PreAct ResNet-18 width 1.0) training throughput at batch 256 over a fixed window
+   of steps after a warm-up: ours (`train_model`: bf16 autocast + channels_last on CUDA) vs the plain fp32 loop
+   (TF32 off, DataLoader, `.item()` per step);
+2. Original and Retrain (rb_selective's retain set) with our loop and the preset's recipe (cifar10: 10 epochs each,
+   SGD lr 0.02 cosine, batch 128), Retrain through `methods.runner.run_method`;
+3. SCRUB on rb_class and rb_selective with the preset's settings (cifar10: the authors' class row; selective row
+   retain batch 32, forget batch 16, 5 epochs, 100 forget examples of class 5), ours vs the plain SCRUB loop, guard
+   off for both, with the errors of both models.
+Aimed at under 4 minutes on an H100/H200 with the real CIFAR-10 .npz and the cifar10 preset. `--quick`: a tiny
+subset, 1 epoch everywhere, a narrow network, so it runs on a CPU in seconds (the test suite runs it that way).
 """
 
 from __future__ import annotations
@@ -28,44 +33,21 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # a plain checkout on the lent machine
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT / "src"), str(ROOT)]  # a plain checkout on the lent machine: the library and benchmarks/
 
 import torch  # noqa: E402
 
-from scrub_unlearning import benchmark as bench  # noqa: E402
-from scrub_unlearning.data import (  # noqa: E402
-    RawDataset,
-    build_training_set,
-    load_npz_dataset,
-    make_splits,
-)
-from scrub_unlearning.methods import get_method  # noqa: E402
+from benchmarks import common as bench  # noqa: E402
+from scrub_unlearning.data import RawDataset, build_training_set, load_npz_dataset, make_splits  # noqa: E402
+from scrub_unlearning.methods.runner import run_method  # noqa: E402
 from scrub_unlearning.models import build_model  # noqa: E402
 from scrub_unlearning.training import seed_everything, select_device, train_model  # noqa: E402
 
-# The cifar10 preset as the pipeline sees it: conf/base + conf/cifar10 parameters*.yml merged (base's split_seed
-# and the guard's max_utility_drop come from base). Embedded because the lent machine runs without the config
-# loader; tests/test_benchmark.py checks that it still mirrors conf/.
-CIFAR10 = {
-    "splits": {"val_fraction": 0.2, "test_fraction": 0.2, "split_seed": 0,
-               "mean": [0.4914, 0.4822, 0.4465], "std": [0.2023, 0.1994, 0.2010]},
-    "model": {"architecture": "preact_resnet18", "width": 1.0},
-    "training": {"optimizer": "sgd", "lr": 0.02, "momentum": 0.9, "weight_decay": 5.0e-4, "epochs": 10,
-                 "batch_size": 128, "schedule": "cosine"},
-    "scrub": {"optimizer": "sgd", "lr": 5.0e-4, "weight_decay": 5.0e-4, "momentum": 0.9, "gamma": 1.0, "alpha": 0.5,
-              "temperature": 4.0, "msteps": 3, "epochs": 5, "lr_decay_epochs": [3, 5, 9], "retain_batch": 32,
-              "forget_batch": 16, "max_utility_drop": 5.0},
-    "scenarios": {
-        "rb_class": {"application": "rb_class", "training_set": "clean", "forget": {"class_id": 5},
-                     "method_params": {"scrub": {"msteps": 2, "forget_batch": 512, "gamma": 0.99, "alpha": 0.001,
-                                                 "temperature": 4.0, "epochs": 3, "lr_decay_epochs": [3, 5, 9],
-                                                 "retain_batch": 256}}},
-        "rb_selective": {"application": "rb_selective", "training_set": "clean",
-                         "forget": {"class_id": 5, "size": 100}},
-    },
-}
+DEFAULT_PRESET = ROOT / "benchmarks" / "presets" / "cifar10.json"
 THROUGHPUT_BATCH = 256
 PHASES = ("throughput", "original", "retrain", "scrub_class", "scrub_selective")
+QUICK_PER_CLASS = {"train_per_class": 20, "val_per_class": 5, "test_per_class": 10}
 
 
 def subset(raw: RawDataset, n_train: int, n_test: int) -> RawDataset:
@@ -74,24 +56,27 @@ def subset(raw: RawDataset, n_train: int, n_test: int) -> RawDataset:
                       raw.y_test[:n_test], raw.classes)
 
 
-def settings_for(args: argparse.Namespace) -> dict:
-    settings = copy.deepcopy(CIFAR10)
+def shown(path: str | Path) -> str:
+    """`path` relative to the repository root when it lies inside it."""
+    path = Path(path).resolve()
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
+def settings_for(args: argparse.Namespace) -> tuple[str, dict]:
+    """(preset name, parameters): the preset's, with --quick, --width and --epochs applied."""
+    name, settings = bench.read_preset(args.preset)
+    settings = copy.deepcopy(settings)
     if args.quick:
+        settings = bench.scale_epochs(settings, 1e-9)  # every epochs setting 1
         settings["model"]["width"] = 0.125
-        settings["training"]["epochs"] = 1
-        settings["scrub"]["epochs"] = 1
-        settings["scenarios"]["rb_class"]["method_params"]["scrub"]["epochs"] = 1
         settings["scenarios"]["rb_selective"]["forget"]["size"] = 10
+        if "train_per_class" in settings["splits"]:  # per-class counts that fit the tiny subset
+            settings["splits"].update(QUICK_PER_CLASS)
     if args.width is not None:
         settings["model"]["width"] = args.width
     if args.epochs is not None:
         settings["training"]["epochs"] = args.epochs
-    return settings
-
-
-def scrub_params(settings: dict, scenario: str) -> dict:
-    """SCRUB's block with the scenario's override on top (as the pipeline's `method_parameters`)."""
-    return {**settings["scrub"], **settings["scenarios"][scenario].get("method_params", {}).get("scrub", {})}
+    return name, settings
 
 
 def throughput(spec: dict, x: torch.Tensor, y: torch.Tensor, recipe: dict, device: torch.device, seed: int,
@@ -124,21 +109,22 @@ def run(args: argparse.Namespace, argv: list[str]) -> tuple[str, str]:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = select_device(args.device)
-    settings = settings_for(args)
+    preset, settings = settings_for(args)
     phases = set(args.phases)
     seed = args.seed
     start = time.perf_counter()
-    bench.say(f"cifar10 protocol on {bench.device_name(device)}{' (quick)' if args.quick else ''}")
+    quick = " (quick)" if args.quick else ""
+    bench.say(f"{preset} protocol ({shown(args.preset)}) on {bench.device_name(device)}{quick}")
 
     raw = load_npz_dataset(args.npz)
     if args.quick:
         raw = subset(raw, args.quick_train, args.quick_test)
     splits = make_splits(raw, settings["splits"])
-    training_set = build_training_set(splits, "clean", {}, seed)
+    training_set = build_training_set(splits, "clean", (settings.get("training_sets") or {}).get("clean") or {}, seed)
     spec = bench.make_spec(settings["model"], splits)
     recipe = settings["training"]
-    tasks = {name: bench.scenario_task(splits, training_set, scenario, seed)
-             for name, scenario in settings["scenarios"].items()}
+    scenarios = {name: settings["scenarios"][name] for name in ("rb_class", "rb_selective")}
+    tasks = {name: bench.scenario_task(splits, training_set, scenario, seed) for name, scenario in scenarios.items()}
     bench.say(f"data: train {len(splits.y['train'])}, val {len(splits.y['val'])}, test {len(splits.y['test'])}")
     rows: list[list] = []
 
@@ -163,9 +149,9 @@ def run(args: argparse.Namespace, argv: list[str]) -> tuple[str, str]:
     if "retrain" in phases:
         task = tasks["rb_selective"]
         bench.say(f"retrain: {recipe['epochs']} epochs on {len(task.retain_y)} retain images (ours)")
+        params = bench.method_parameters("retrain", settings, scenarios["rb_selective"])
         with bench.measure(device) as timing:
-            model, _ = get_method("retrain").unlearn(original or build_model(spec), task, dict(recipe),
-                                                           device)
+            model = bench.succeeded(run_method("retrain", original or build_model(spec), task, params, device)).model
         metrics = bench.errors(model, task, splits, device, seed)
         rows.append(["retrain (rb_selective)", "ours", timing["seconds"],
                      recipe["epochs"] * len(task.retain_y) / timing["seconds"],
@@ -177,7 +163,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> tuple[str, str]:
     for phase, scenario in (("scrub_class", "rb_class"), ("scrub_selective", "rb_selective")):
         if phase not in phases:
             continue
-        params = scrub_params(settings, scenario)
+        params = bench.method_parameters("scrub", settings, scenarios[scenario])
         scrub_rows, speedups[scenario] = bench.compare_scrub(original, tasks[scenario], params, splits, device, seed,
                                                              args.repeats, scenario)
         rows += [[f"scrub {r[0]}", *r[1:]] for r in scrub_rows]
@@ -191,20 +177,25 @@ def run(args: argparse.Namespace, argv: list[str]) -> tuple[str, str]:
             f"Date: {bench.now_utc()}; whole script {total:.0f} s.", "", "Machine:", "",
             *bench.machine_lines(device), "",
             f"Data: train {len(splits.y['train']):,}, validation {len(splits.y['val']):,}, test "
-            f"{len(splits.y['test']):,}; model PreAct ResNet-18 width {spec['width']}; Original/Retrain "
-            f"{recipe['optimizer']} lr {recipe['lr']} {recipe['schedule']}, batch {recipe['batch_size']}, "
+            f"{len(splits.y['test']):,}; model `{spec['architecture']}`"
+            + (f" width {spec['width']}" if "width" in spec else "") + "; Original/Retrain "
+            f"{recipe['optimizer']} lr {recipe['lr']} {recipe.get('schedule', 'constant')}, "
+            f"batch {recipe['batch_size']}, "
             f"{recipe['epochs']} epochs; rb_selective {len(sel.forget_y)} forget; rb_class "
-            f"{len(tasks['rb_class'].forget_y):,} forget; seed {seed}"
+            f"{len(tasks['rb_class'].forget_y):,} forget; preset `{preset}` ({shown(args.preset)}); seed {seed}"
             + (" — QUICK smoke test: tiny subset, narrow network, 1 epoch; the numbers mean nothing" if args.quick
                else "") + f". {bench.memory_note(device)}.", "",
             bench.markdown_table(headers, rows), "", bench.LEGEND]
-    heading = f"## cifar10 (scripts/gpu_benchmark.py{', quick' if args.quick else ''}) — {bench.device_name(device)}"
+    heading = f"## {preset} (scripts/gpu_benchmark.py{', quick' if args.quick else ''}) — {bench.device_name(device)}"
     return heading, "\n".join(body)
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--npz", required=True, help="the decoded CIFAR-10 .npz (x_train, y_train, x_test, y_test)")
+    parser.add_argument("--preset", default=str(DEFAULT_PRESET),
+                        help="parameters exported by `python -m benchmarks --env <env> --export-preset PATH` "
+                             "(default: benchmarks/presets/cifar10.json)")
     default_out = str(Path(os.environ["OUT"]) / "gpu_benchmark.md") if os.environ.get("OUT") else None
     parser.add_argument("--out", default=default_out, help="Markdown file (default: $OUT/gpu_benchmark.md)")
     parser.add_argument("--device", default="auto", help="auto | cuda | cpu")
@@ -214,8 +205,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--phases", nargs="+", default=list(PHASES), choices=PHASES)
     parser.add_argument("--throughput-steps", type=int, default=150, help="timed steps of the throughput window")
     parser.add_argument("--warmup-steps", type=int, default=10, help="warm-up steps before the throughput window")
-    parser.add_argument("--epochs", type=int, default=None, help="Original/Retrain epochs (default: the preset's 10)")
-    parser.add_argument("--width", type=float, default=None, help="ResNet-18 width (default: the preset's 1.0)")
+    parser.add_argument("--epochs", type=int, default=None, help="Original/Retrain epochs (default: the preset's)")
+    parser.add_argument("--width", type=float, default=None, help="network width (default: the preset's)")
     parser.add_argument("--repeats", type=int, default=1, help="repeats of the SCRUB ours-vs-plain comparisons")
     parser.add_argument("--threads", type=int, default=None, help="torch threads")
     parser.add_argument("--seed", type=int, default=1)

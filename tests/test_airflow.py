@@ -20,10 +20,9 @@ def test_generated_dag_has_one_task_per_node(tmp_path):
     # kedro-airflow writes one @task per task, each calling _run_kedro_node(node_names=[...])
     calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, "id", "") == "_run_kedro_node"]
     per_task = [ast.literal_eval(kw.value) for call in calls for kw in call.keywords if kw.arg == "node_names"]
-    from scrub_unlearning.pipelines.deletion import deletion_request_pipeline
-    from scrub_unlearning.pipelines.unlearning import ingestion_pipeline
+    from scrub_unlearning.pipelines import deletion_request, ingestion
 
-    pipeline = deletion_request_pipeline(ingestion_pipeline())
+    pipeline = deletion_request.create_pipeline(ingestion.create_pipeline())
     assert sorted(map(tuple, per_task)) == sorted((n.name,) for n in pipeline.nodes), "one task per node"
     edges = source.count(" >> ")
     expected_edges = sum(len(deps) for deps in pipeline.node_dependencies.values())

@@ -1,4 +1,4 @@
-"""Loaders, splits and forget sets (DESIGN §5 "Presets", "Forget sets"; §7 validation and privacy)."""
+"""Loaders, splits and forget sets (docs/design.md §5 "Presets", "Forget sets"; §7 validation and privacy)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Evaluation: basic MIA, interclass confusion, `evaluate_model`'s per-application columns (DESIGN §5)."""
+"""Evaluation: basic MIA, interclass confusion, `evaluate_model`'s per-application columns (docs/design.md §5)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""`scrub_unlearning.reporting`: figures (inspected through their Axes), the HTML page, and the notebook."""
+"""`scrub_unlearning.reporting`: figures (inspected through their Axes), the ranking, the two HTML reports, and the
+notebook."""
 
 from __future__ import annotations
 
@@ -17,14 +18,20 @@ from matplotlib.patches import Rectangle
 from sklearn.metrics import roc_auc_score
 
 from scrub_unlearning import reporting
+from scrub_unlearning.methods import DISPLAY_NAMES
 from scrub_unlearning.reporting import (
+    CHARTED_METRICS,
+    UTILITY_BUDGET,
     forget_vs_test_figure,
-    html_report,
     load_ulira_scores,
+    method_label,
     metric_bars_figure,
+    request_report,
     roc_figure,
+    run_report,
     write_report,
 )
+from scrub_unlearning.reporting.ranking import OVER_BUDGET, WITHIN_BUDGET, rank_methods
 
 NAN = float("nan")
 ROOT = Path(__file__).resolve().parents[1]
@@ -183,44 +190,160 @@ def test_roc_figure_skips_methods_without_both_classes():
     assert any("no scores: SCRUB" in t.get_text() for t in fig.axes[0].texts)
 
 
-def test_html_report_is_self_contained_and_escaped(table, scores):
-    html = html_report(table, "Run <1> & co", scores_by_scenario={"up": scores},
-                       extra_sections=[("Quality <gates>", "<p id='gates'>gate results</p>")])
+def test_roc_figure_of_no_scores_is_an_empty_titled_axes():
+    """A failed attack has no scores: the figure still exists, with its title and a note."""
+    fig = roc_figure({}, title="U-LiRA: scrub failed")
+    (ax,) = fig.axes
+    assert ax.get_title() == "U-LiRA: scrub failed"
+    assert [line.get_gid() for line in ax.lines] == ["chance"]
+    assert any(t.get_text() == "no U-LiRA scores" for t in ax.texts)
+
+
+def test_display_names_and_order_come_from_the_registry():
+    assert all(method_label(name) == display for name, display in DISPLAY_NAMES.items())
+    assert method_label("my_fake_model") == "my_fake_model"  # unknown names fall back to themselves
+    frame = pd.DataFrame([_row("s", "rb_selective", m, forget_error=float(i), test_error=1.0)
+                          for i, m in enumerate(["my_fake_model", *reversed(list(DISPLAY_NAMES))])])
+    fig = metric_bars_figure(frame, "s", ["forget_error"])
+    ticks = [t.get_text() for t in fig.axes[0].get_xticklabels()]
+    assert ticks == [*DISPLAY_NAMES.values(), "my_fake_model"]  # registry order, unknown models last
+
+
+def test_charted_metrics_are_a_display_choice():
+    """Reporting charts its own choice per application, not evaluation's list of columns."""
+    from scrub_unlearning.evaluation.metrics import APPLICATION_METRICS
+
+    assert set(CHARTED_METRICS) == set(APPLICATION_METRICS)
+    assert "ulira_auc" in CHARTED_METRICS["up"] and "ulira_auc" not in APPLICATION_METRICS["up"]
+    assert not hasattr(reporting, "APPLICATION_METRICS") and not hasattr(reporting, "html_report")
+
+
+def _rc_table() -> pd.DataFrame:
+    return pd.DataFrame([
+        _row("rc", "rc", "original", forget_error=100.0, test_error=10.0, ic_error_test=20.0),
+        _row("rc", "rc", "retrain", forget_error=90.0, test_error=10.5, ic_error_test=1.0),
+        _row("rc", "rc", "neggrad_plus", forget_error=95.0, test_error=18.0, ic_error_test=0.5),  # +8 points
+        _row("rc", "rc", "scrub", forget_error=80.0, test_error=11.0, ic_error_test=3.0),
+        _row("rc", "rc", "finetune", forget_error=60.0, test_error=12.0, ic_error_test=6.0),
+    ])
+
+
+def test_rc_ranking_puts_an_over_budget_method_after_the_in_budget_ones():
+    ranking = rank_methods(_rc_table(), "rc")
+    table = ranking.table
+    assert list(table["method"]) == ["SCRUB", "Finetune", "Original", "NegGrad+"]
+    assert list(table["rank"]) == [1, 2, 3, 4]
+    assert list(table["budget"]) == [WITHIN_BUDGET] * 3 + [OVER_BUDGET]
+    assert table["test_error_vs_original"].iloc[-1] == pytest.approx(8.0)
+    assert "Retrain" not in set(table["method"])
+    assert f"more than {UTILITY_BUDGET:g} points above the Original's" in ranking.rule
+
+
+def test_up_ranking_respects_the_budget_and_rb_keeps_its_rule():
+    frame = pd.DataFrame([
+        _row("up", "up", "original", forget_error=0.0, test_error=2.0, mia_basic=70.0, ulira_auc=0.8),
+        _row("up", "up", "retrain", forget_error=10.0, test_error=2.5, mia_basic=50.0, ulira_auc=0.5),
+        _row("up", "up", "bad_teacher", forget_error=10.0, test_error=9.0, mia_basic=50.0, ulira_auc=0.5),
+        _row("up", "up", "scrub", forget_error=20.0, test_error=3.0, mia_basic=55.0, ulira_auc=0.6),
+    ])
+    assert list(rank_methods(frame, "up").table["method"]) == ["SCRUB", "Original", "Bad-Teacher"]
+    rb = pd.DataFrame([
+        _row("rb", "rb_class", "original", forget_error=0.0, test_error=2.0),
+        _row("rb", "rb_class", "scrub", forget_error=95.0, test_error=12.0),
+        _row("rb", "rb_class", "finetune", forget_error=5.0, test_error=1.8),
+    ])
+    assert list(rank_methods(rb, "rb_class").table["method"]) == ["Finetune", "Original", "SCRUB"]
+    no_original = rank_methods(rb[rb["model"] != "original"], "rb_class")
+    assert no_original.table.empty and "utility budget cannot be applied" in no_original.note
+
+
+def test_run_report_is_self_contained_and_escaped(table, scores):
+    html = run_report(table, "Run <1> & co", scores_by_scenario={"up": scores})
     images = re.findall(r'<img src="([^"]*)"', html)
     assert len(images) == 2 + 2 + 1  # per scenario: Figure 1 view and bars; the ROC for up
     assert html.count("<img") == len(images)
     for source in images:
         assert source.startswith("data:image/png;base64,")
         assert base64.b64decode(source.split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"
-    assert "<script" not in html.lower()
-    assert "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt; &amp; NaN weights" in html
+    assert "<script" not in html.lower()  # autoescaping: the failure reason's <script> comes out as text
+    assert "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt; &amp; NaN weights" in html
     assert "Run &lt;1&gt; &amp; co" in html
     assert not re.search(r"https?://", html)
     assert not re.search(r"<link|@import|url\(", html)
     assert "n/a" in html and ">nan<" not in html.lower()
     assert "12.35" in html and "12.3456" not in html  # floats to 2 decimals
-    assert "<h2>Quality &lt;gates&gt;</h2><p id='gates'>gate results</p>" in html
-    assert "Failed rows" in html and "Guard firings" in html
+    assert "Failed rows" in html and "Guard firings" in html and "Which is better" in html
     summary = html[html.index('id="summary"'):html.index('id="scenario-0"')]
     assert "NegGrad" in summary and "DivergenceError" in summary  # the failed row and its reason
     assert re.search(r"<td[^>]*>up</td><td[^>]*>SCRUB</td><td[^>]*>2</td><td[^>]*>3</td>", summary)  # guard
+    assert "utility budget" in html
     assert html.startswith("<!DOCTYPE html>") and html.rstrip().endswith("</html>")
 
 
-def test_html_report_without_scores_or_retrain(tmp_path):
-    """The deletion-request shape: no Retrain/Original, free model names, no guard or U-LiRA columns."""
-    frame = pd.DataFrame([
-        {"scenario": "request r1", "application": "up", "model": "v2 (after)", "seed": 1, "status": "ok",
-         "failure": "", "forget_error": 20.0, "retain_error": 0.5, "test_error": 2.0, "mia_basic": 51.0},
-        {"scenario": "request r1", "application": "up", "model": "v1 (before)", "seed": 1, "status": "ok",
-         "failure": "", "forget_error": 0.0, "retain_error": 0.4, "test_error": 1.9, "mia_basic": NAN},
-    ])
-    html = html_report(frame, "Deletion request r1", extra_sections=[("Quality gates", "<table></table>")])
-    assert html.count("<img") == 2
-    assert "v2 (after)" in html and "n/a" in html
+def test_run_report_shows_guard_firings_only_with_a_guard_column(table):
+    html = run_report(table.drop(columns=["guard_fired", "guard_epoch"]), "no guard")
+    assert "Guard firings" not in html and "Failed rows" in html
+    with pytest.raises(KeyError, match="scenario"):
+        run_report(table.drop(columns=["scenario"]), "broken")
+
+
+def _request_summary(**changes) -> dict:
+    summary = {
+        "request_id": "r-42", "skipped": False, "count": 25, "method": "scrub", "version_before": "3",
+        "version_after": "4", "promoted": False, "seconds": 12.34, "ledger_time": "2025-01-02T03:04:05Z",
+        "gates": {"enabled": True, "passed": False, "checks": {
+            "test_error_increase": {"value": 2.5, "limit": 1.0, "passed": False},
+            "ulira_auc": {"value": 0.52, "limit": 0.6, "passed": True},
+            "mia_basic_in_band": {"value": 51.0, "limit": [45.0, 55.0], "passed": True}}},
+        "before": {"forget_error": 0.0, "held_out_error_same_classes": 20.0, "retain_error": 0.5,
+                   "test_error": 10.0, "mia_basic": 70.0},
+        "after": {"forget_error": 18.0, "held_out_error_same_classes": 21.0, "retain_error": 0.7,
+                  "test_error": 12.5, "mia_basic": 51.0, "ulira_auc": 0.52, "ulira_auc_ci_low": 0.48,
+                  "ulira_auc_ci_high": 0.56, "ulira_acc": 0.51},
+    }
+    summary.update(changes)
+    return summary
+
+
+def test_request_report_has_its_own_wording(tmp_path):
+    html = request_report(_request_summary())
+    text = html.lower()
+    for word in ("retrain", "seed", "guard", "which is better", "rank"):
+        assert word not in text, word
+    assert "Deletion request r-42" in html
+    assert "25 training examples" in html and "SCRUB" in html  # what and how, never ids
+    assert "Version 3 → version 4" in html and "not promoted" in html
+    assert "Rise in test error (points)" in html and "FAIL" in html and "between 45.00 and 55.00" in html
+    assert "Error on the forgotten examples" in html and "+18.00" in html
+    assert "AUC 0.520 (95% interval 0.480–0.560)" in html
+    assert "<img" not in html and not re.search(r"https?://", html)
     path = write_report(html, tmp_path / "nested" / "report.html")
     assert path == tmp_path / "nested" / "report.html"
     assert path.read_text(encoding="utf-8") == html
+
+
+def test_request_report_escapes_and_handles_gates_off_and_no_ulira():
+    summary = _request_summary(request_id="<script>alert(1)</script>", promoted=True,
+                               gates={"enabled": False, "passed": True, "checks": {}})
+    summary["after"] = {k: v for k, v in summary["after"].items() if not k.startswith("ulira")}
+    html = request_report(summary)
+    assert "<script" not in html.lower() and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert "quality gates are off" in html and "U-LiRA" not in html
+    assert "The new model version serves." in html
+
+
+def test_a_skipped_request_gets_a_short_page():
+    earlier = {"schema": 1, "request_id": "r-42", "id_hashes": ["deadbeef"], "set_hash": "cafe", "count": 25,
+               "version_before": "3", "version_after": "4", "promoted": True, "method": "scrub",
+               "time": "2025-01-02T03:04:05Z"}
+    html = request_report({"request_id": "r-42", "skipped": True,
+                           "reason": "already processed at 2025-01-02T03:04:05Z", **earlier})
+    assert "Nothing was done" in html and "already processed at 2025-01-02T03:04:05Z" in html
+    assert "version 3 was replaced by version 4" in html and "promoted" in html
+    assert "deadbeef" not in html and "cafe" not in html  # no id hashes
+    assert "Before and after" not in html and "Quality gates" not in html
+    for word in ("retrain", "seed", "guard"):
+        assert word not in html.lower()
 
 
 def test_load_ulira_scores_reads_a_seed_folder(tmp_path, scores):
@@ -243,7 +366,7 @@ def test_notebook_is_valid_json_and_its_code_compiles():
     everything = "\n".join(code)
     assert "mlflow.db" in everything and '"scrub_unlearning"' in everything
     assert "reports/run_table.csv" in everything
-    for name in ("forget_vs_test_figure", "metric_bars_figure", "roc_figure", "html_report"):
+    for name in ("forget_vs_test_figure", "metric_bars_figure", "roc_figure", "run_report", "CHARTED_METRICS"):
         assert name in everything and hasattr(reporting, name)
 
 

@@ -1,4 +1,4 @@
-"""SCRUB against a step-by-step reference written from DESIGN §5's formula, its schedule, and its guard."""
+"""SCRUB against a step-by-step reference written from docs/design.md §5's formula, its schedule, and its guard."""
 
 from __future__ import annotations
 

@@ -1,14 +1,17 @@
-"""U-LiRA on a small real setting: shadows on digits, Retrain at chance, the Original above it, shadow reuse."""
+"""U-LiRA on a small real setting, through the attack orchestrator: shadows on digits, Retrain at chance, the
+Original above it, shadow reuse, rewinding on shadows, a method that fails on a shadow."""
 
 from __future__ import annotations
+
+import math
 
 import pytest
 import torch
 
 from scrub_unlearning.data import build_forget_set, make_task
-from scrub_unlearning.evaluation.shadows import ShadowStore, plan_shadows, train_shadows, unlearned_margins
-from scrub_unlearning.evaluation.ulira import ulira
-from scrub_unlearning.methods import retrain
+from scrub_unlearning.evaluation.attack import ULIRA_METRICS, prepare_shadows, ulira_attack
+from scrub_unlearning.evaluation.shadows import ShadowStore, train_shadows
+from scrub_unlearning.methods.runner import unlearner
 
 CPU = torch.device("cpu")
 RECIPE = dict(optimizer="sgd", lr=0.1, momentum=0.9, weight_decay=5e-4, epochs=12, batch_size=64, schedule="cosine")
@@ -23,12 +26,12 @@ def setting(digits_splits, digits_training_set, tmp_path_factory):
     scenario = {"application": "up", "forget": {"class_id": 5, "size": 30}}
     forget = build_forget_set(digits_training_set, scenario, 10, seed=1)
     template = make_task(digits_splits, digits_training_set, forget, "up", seed=1)
-    plan = plan_shadows(digits_training_set, torch.as_tensor(forget["id"].to_numpy().copy()),
-                        template.forget_classes, K, seed=1)
     spec = model_spec(*SPEC_ARGS, digits_splits.image_shape, digits_splits.mean, digits_splits.std)
     store = ShadowStore(tmp_path_factory.mktemp("shadows"))
-    states, manifest = train_shadows(digits_training_set, plan, spec, RECIPE, store, CPU)
-    return dict(plan=plan, spec=spec, store=store, states=states, manifest=manifest, template=template)
+    shadows, manifest = prepare_shadows(digits_training_set, torch.as_tensor(forget["id"].to_numpy().copy()),
+                                        template.forget_classes, spec, RECIPE, store, CPU, num_shadows=K, seed=1)
+    return dict(plan=shadows.plan, spec=spec, store=store, states=shadows.states, manifest=manifest,
+                template=template, shadows=shadows)
 
 
 def test_plan_invariants(setting, digits_training_set):
@@ -56,16 +59,45 @@ def test_shadows_are_reused_when_inputs_do_not_change(setting, digits_training_s
     assert changed["trained"] == K, "a different recipe is a different shadow"
 
 
-def attack(setting, digits_training_set, unlearn, params):
-    phi, _ = unlearned_margins(unlearn, params, setting["states"], setting["spec"], digits_training_set,
-                               setting["plan"], setting["template"], CPU)
-    member, nonmember = setting["plan"].masks()
-    return ulira(phi, member, nonmember, seed=1, n_bootstrap=400)
+def attack(setting, digits_training_set, unlearn, rewound=None, name="method"):
+    return ulira_attack(setting["shadows"], digits_training_set, setting["template"], unlearn, CPU, seed=1,
+                        bootstrap=400, rewound=rewound, name=name)
 
 
 def test_retrain_is_at_chance_and_the_original_is_not(setting, digits_training_set):
-    original = attack(setting, digits_training_set, None, {})
-    assert original.ci_low > 0.5, f"no unlearning: IN examples were trained on (AUC {original.auc:.3f})"
-    retrained = attack(setting, digits_training_set, retrain.unlearn, RECIPE)
-    assert retrained.ci_low <= 0.5 <= retrained.ci_high, f"Retrain AUC {retrained.auc:.3f}"
-    assert original.auc > retrained.auc + 0.1
+    original = attack(setting, digits_training_set, None)
+    assert original.ok and set(ULIRA_METRICS) <= set(original.metrics)
+    assert original.metrics["ulira_auc_ci_low"] > 0.5, \
+        f"no unlearning: IN examples were trained on (AUC {original.metrics['ulira_auc']:.3f})"
+    retrained = attack(setting, digits_training_set, unlearner("retrain", RECIPE))
+    low, auc, high = (retrained.metrics[k] for k in ("ulira_auc_ci_low", "ulira_auc", "ulira_auc_ci_high"))
+    assert low <= 0.5 <= high, f"Retrain AUC {auc:.3f}"
+    assert original.metrics["ulira_auc"] > auc + 0.1
+    assert retrained.phi.shape == (K, len(setting["plan"].pool_ids))
+    pool = set(setting["plan"].pool_ids.tolist())
+    member, nonmember = setting["plan"].masks()
+    assert set(retrained.scores["id"]) <= pool and len(retrained.scores) == (member | nonmember).sum()
+
+
+SCRUB_SHORT = dict(optimizer="sgd", lr=0.01, weight_decay=5e-4, momentum=0.9, gamma=1.0, alpha=0.5, temperature=2.0,
+                   msteps=1, epochs=2, lr_decay_epochs=[5], retain_batch=64, forget_batch=32)
+
+
+def test_a_rewinding_method_reads_the_shadows_runs_of_the_method_it_rewinds(setting, digits_training_set):
+    scrubbed = attack(setting, digits_training_set, unlearner("scrub", SCRUB_SHORT))
+    assert scrubbed.ok and len(scrubbed.per_shadow) == K
+    assert all(r.handoff and "checkpoints" in r.handoff and r.model is None for r in scrubbed.per_shadow), \
+        "workers send back the info, not the model"
+    rewound = attack(setting, digits_training_set, unlearner("scrub_r", {}), rewound=scrubbed.per_shadow)
+    assert rewound.ok and 0.0 <= rewound.metrics["ulira_auc"] <= 1.0
+    missing = attack(setting, digits_training_set, unlearner("scrub_r", {}), rewound=scrubbed.per_shadow[:2],
+                     name="scrub_r")
+    assert not missing.ok and "did not run on the 16 shadows" in missing.failure
+
+
+def test_a_method_that_fails_on_a_shadow_fails_the_attack_not_the_run(setting, digits_training_set):
+    invalid = dict(optimizer="sgd", lr=-1.0, momentum=0.9, weight_decay=5e-4, epochs=2, batch_size=64)
+    result = attack(setting, digits_training_set, unlearner("finetune", invalid), name="finetune")
+    assert not result.ok and result.failure.startswith("finetune failed on shadow 0: ValueError")
+    assert all(math.isnan(result.metrics[k]) for k in ULIRA_METRICS if k != "ulira_seconds")
+    assert result.metrics["ulira_seconds"] >= 0 and result.scores.empty and result.per_shadow == []

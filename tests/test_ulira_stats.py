@@ -1,4 +1,5 @@
-"""U-LiRA statistics (DESIGN §5): logit margins, Gaussian fits, likelihood ratios, leave-one-shadow-out attack."""
+"""U-LiRA statistics (docs/design.md §5): logit margins, Gaussian fits, likelihood ratios, leave-one-shadow-out
+attack."""
 
 from __future__ import annotations
 
@@ -13,15 +14,14 @@ from sklearn.metrics import roc_auc_score
 
 from scrub_unlearning.evaluation.ulira import (
     MIN_STD,
-    UliraResult,
     _auc_with_multiplicity,
     _balanced_threshold,
     fit_gaussians,
     log_likelihood_ratio,
     logit_margin,
-    plot_roc,
     ulira,
 )
+from scrub_unlearning.reporting import roc_figure
 
 
 def _halves(n_shadows: int, n_examples: int, rng: np.random.Generator) -> np.ndarray:
@@ -358,16 +358,20 @@ def test_input_validation(phi, member, nonmember, match):
         ulira(phi, member, nonmember, seed=0, n_bootstrap=10)
 
 
-def test_plot_roc_one_line_per_method_plus_diagonal():
+def test_roc_figure_draws_ulira_results_from_their_scores():
+    """The project's one ROC plotter (`reporting.roc_figure`) takes `UliraResult.scores`: its curve is the result's
+    ROC and its legend the result's AUC."""
     phi, member = _synthetic(8, 20, shift=2.0, seed=8)
-    results = {"SCRUB": ulira(phi, member, ~member, 0, 20),
-               "Retrain": ulira(np.random.default_rng(9).normal(size=phi.shape), member, ~member, 0, 20)}
-    assert all(isinstance(r, UliraResult) for r in results.values())
-    fig = plot_roc(results, "U-LiRA")
+    results = {"scrub": ulira(phi, member, ~member, 0, 20),
+               "retrain": ulira(np.random.default_rng(9).normal(size=phi.shape), member, ~member, 0, 20)}
+    fig = roc_figure({name: result.scores for name, result in results.items()}, title="U-LiRA")
     assert isinstance(fig, Figure)
     (ax,) = fig.axes
-    assert len(ax.lines) == 3
+    lines = {line.get_gid(): line for line in ax.lines}
+    assert set(lines) == {"roc:scrub", "roc:retrain", "chance"}
     labels = [t.get_text() for t in ax.get_legend().get_texts()]
-    assert labels[0].startswith("SCRUB: AUC") and labels[1].startswith("Retrain: AUC")
+    assert f"SCRUB  (AUC {results['scrub'].auc:.3f})" in labels
+    assert f"Retrain  (AUC {results['retrain'].auc:.3f})" in labels
     assert ax.get_xscale() == "linear" and ax.get_title() == "U-LiRA"
-    np.testing.assert_allclose(ax.lines[0].get_xdata(), results["SCRUB"].fpr)
+    np.testing.assert_allclose(lines["roc:scrub"].get_xdata(), results["scrub"].fpr)
+    np.testing.assert_allclose(lines["roc:scrub"].get_ydata(), results["scrub"].tpr)

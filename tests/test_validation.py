@@ -1,4 +1,4 @@
-"""Bad input fails before training, with an error naming the bad value and what is allowed (DESIGN §7)."""
+"""Bad input fails before training, with an error naming the bad value and what is allowed (docs/design.md §7)."""
 
 from __future__ import annotations
 
@@ -107,6 +107,47 @@ def test_empty_or_malformed_config_rejected():
     with pytest.raises(ValueError) as info:
         validation.check_config(_scenarios(up="up"), copy.deepcopy(TRAINING_SETS), ["scrub"])
     assert "'up'" in str(info.value) and "mapping" in str(info.value)
+
+
+def test_method_parameters_checked_in_every_scenario_when_given():
+    training = {"optimizer": "sgd", "lr": 0.1, "epochs": 3, "batch_size": 64, "schedule": "cosine"}
+    method_params = {"scrub": dict(optimizer="sgd", lr=0.01, weight_decay=5e-4, gamma=1.0, alpha=0.5,
+                                   temperature=2.0, msteps=2, epochs=3, lr_decay_epochs=[2], retain_batch=32,
+                                   forget_batch=32),
+                     "eu_k": {"epochs": None}}
+    methods = ["scrub", "scrub_r", "eu_k", "finetune"]
+    assert validation.check_config(copy.deepcopy(SCENARIOS), copy.deepcopy(TRAINING_SETS), methods,
+                                   copy.deepcopy(method_params), dict(training)) is None
+
+    def error(method_params=method_params, training=training, scenarios=SCENARIOS, methods=methods) -> str:
+        with pytest.raises(ValueError) as info:
+            validation.check_config(copy.deepcopy(scenarios), copy.deepcopy(TRAINING_SETS), methods,
+                                    copy.deepcopy(method_params), dict(training))
+        return str(info.value)
+
+    # a scenario's override out of range names the scenario, the method, the parameter and the value
+    message = error(scenarios=_scenarios(rc={**SCENARIOS["rc"], "method_params": {"scrub": {"gamma": -1.0}}}))
+    assert "'rc'" in message and "scrub" in message and "'gamma'" in message and "-1.0" in message
+    # an undeclared parameter in a method's block, with the allowed names
+    message = error(method_params={**method_params, "finetune": {"lerning_rate": 0.1}})
+    assert "finetune" in message and "lerning_rate" in message and "allowed are" in message
+    # the training recipe is Retrain's parameters
+    message = error(training={**training, "schedule": "linear"})
+    assert "retrain" in message and "'schedule'" in message and "'linear'" in message
+    # a required parameter left out
+    message = error(method_params={"scrub": {k: v for k, v in method_params["scrub"].items() if k != "lr"}})
+    assert "scrub" in message and "missing" in message and "lr" in message
+    # a block for an unregistered method, at the top or in a scenario
+    assert "scrubb" in error(method_params={**method_params, "scrubb": {}})
+    message = error(scenarios=_scenarios(up={**SCENARIOS["up"], "method_params": {"neggrad_minus": {}}}))
+    assert "'up'" in message and "neggrad_minus" in message
+    # SCRUB+R takes none
+    assert "scrub_r" in error(method_params={**method_params, "scrub_r": {"epochs": 2}})
+
+
+def test_method_parameters_not_checked_without_them():
+    """Existing callers (no method_params, no training) check names and structure only."""
+    assert validation.check_config(copy.deepcopy(SCENARIOS), copy.deepcopy(TRAINING_SETS), ["scrub"]) is None
 
 
 # --- check_scenarios ---

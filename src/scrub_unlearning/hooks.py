@@ -6,12 +6,13 @@ from __future__ import annotations
 from kedro.framework.hooks import hook_impl
 from kedro.framework.project import pipelines
 
-from scrub_unlearning import pipeline_registry
-
 
 class ScenarioRegistryHook:
     @hook_impl(tryfirst=True)
     def after_context_created(self, context) -> None:
+        # imported here, so reading the settings (the benchmark does) does not import every pipeline
+        from scrub_unlearning import pipeline_registry
+
         pipeline_registry.use_config_loader(context.config_loader)
         # pipelines are cached per process: re-register them for this session's env and parameters
         pipelines.configure("scrub_unlearning.pipeline_registry")

@@ -1,4 +1,8 @@
-"""Project pipelines, built from the `scenarios:`, `training_sets:`, `methods:` and `seeds:` parameters.
+"""Project pipelines, assembled from the stages in `pipelines/` and built from the `scenarios:`, `training_sets:`,
+`methods:` and `seeds:` parameters (docs/design.md §4):
+
+    raw -> splits -> per seed and training set: Original -> per seed and scenario: forget set -> Retrain
+    -> each method -> metrics -> scenario table (all seeds) -> run-wide table and summary (+ MLflow)
 
 `register_pipelines()` takes no arguments and cannot see `--env`/`--params`, so `ScenarioRegistryHook` hands it
 the session's config loader first. Without a session (e.g. a bare import), the `base` + `local` configuration of
@@ -12,7 +16,8 @@ from pathlib import Path
 from kedro.config import OmegaConfigLoader
 from kedro.pipeline import Pipeline
 
-from .pipelines.unlearning import create_pipelines
+from .methods import REFERENCES
+from .pipelines import deletion_request, ingestion, registry, reporting, scenarios, training
 from .validation import check_config
 
 _config_loader = None
@@ -33,12 +38,55 @@ def _parameters() -> dict:
     return loader["parameters"]
 
 
+def _concat(pipelines) -> Pipeline:
+    return sum(pipelines, Pipeline([]))
+
+
+def create_pipelines(scenario_configs: dict, training_sets: dict, methods: list[str], seeds: list[int],
+                     ulira: dict | None = None, registry_config: dict | None = None) -> dict[str, Pipeline]:
+    """`__default__` runs every scenario; each scenario is also its own pipeline (its training set included);
+    `register` trains and registers the clean Original; `deletion_request` serves a deletion request against the
+    registered serving model."""
+    seeds = [int(s) for s in seeds]
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds {seeds}: give a non-empty list of distinct integers, e.g. [1] or [1, 2, 3]")
+    all_tags = [f"method.{m}" for m in [*REFERENCES, *methods]]
+    ingest = Pipeline(ingestion.create_pipeline(), tags=all_tags)
+    used_sets = sorted({s.get("training_set", "clean") for s in scenario_configs.values()})
+    set_pipes = {ts: _concat(training.create_pipeline(ts, seed, all_tags) for seed in seeds) for ts in used_sets}
+    ulira_on = bool((ulira or {}).get("enabled"))
+    models = [*REFERENCES, *methods]
+    scenario_pipes = {
+        name: _concat(scenarios.create_pipeline(name, s, methods, seed, all_tags,
+                                                ulira_on and s["application"] == "up") for seed in seeds)
+        + scenarios.scenario_table_pipeline(name, models, seeds)
+        for name, s in scenario_configs.items()
+    }
+    registration = Pipeline([])
+    if (registry_config or {}).get("enabled") and "clean" in set_pipes:
+        registration = registry.create_pipeline(seeds[0])
+    attacked = {name: models for name, s in scenario_configs.items() if ulira_on and s["application"] == "up"}
+    result = {
+        "__default__": ingest + _concat(set_pipes.values()) + _concat(scenario_pipes.values())
+        + reporting.create_pipeline(list(scenario_configs), attacked, seeds[0]) + registration,
+        "deletion_request": deletion_request.create_pipeline(ingestion.create_pipeline()),
+    }
+    if registration:
+        result["register"] = ingest + training.create_pipeline("clean", seeds[0], all_tags) + registration
+    for name, scenario in scenario_configs.items():
+        result[name] = (ingest + set_pipes[scenario.get("training_set", "clean")] + scenario_pipes[name]
+                        + reporting.create_pipeline([name], {k: v for k, v in attacked.items() if k == name},
+                                                    seeds[0]))
+    return result
+
+
 def register_pipelines() -> dict[str, Pipeline]:
     parameters = _parameters()
-    scenarios = parameters.get("scenarios") or {}
+    scenario_configs = parameters.get("scenarios") or {}
     training_sets = parameters.get("training_sets") or {}
     methods = list(parameters.get("methods") or [])
-    check_config(scenarios, training_sets, methods)
-    methods = [m for m in methods if m not in ("original", "retrain")]
-    return create_pipelines(scenarios, training_sets, methods, list(parameters.get("seeds") or [1]),
+    check_config(scenario_configs, training_sets, methods, parameters.get("method_params") or {},
+                 parameters.get("training") or {})
+    methods = [m for m in methods if m not in REFERENCES]
+    return create_pipelines(scenario_configs, training_sets, methods, list(parameters.get("seeds") or [1]),
                             parameters.get("ulira"), parameters.get("registry"))

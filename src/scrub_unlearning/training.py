@@ -1,6 +1,6 @@
 """The one training / prediction loop: Original, Retrain, shadows and every fine-tuning method use it.
 
-Data stays a uint8 tensor moved to the device once; batches are index slices (DESIGN §6). On CUDA the forward
+Data stays a uint8 tensor moved to the device once; batches are index slices (docs/design.md §6). On CUDA the forward
 pass runs under bf16 autocast with channels_last; the same code runs on CPU in fp32.
 """
 
@@ -11,13 +11,40 @@ import os
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, nullcontext
+from dataclasses import replace
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .parameters import REQUIRED, Param
+
 OPTIMIZERS = ("sgd", "adam")
 SCHEDULES = ("constant", "cosine", "step")
+
+RECIPE_PARAMETERS: dict[str, Param] = {
+    "optimizer": Param("choice", "sgd", choices=OPTIMIZERS, ignore_case=True,
+                       help="sgd (with momentum) or adam (coupled L2 weight_decay, not AdamW)"),
+    "lr": Param("float", REQUIRED, low=0.0, low_open=True, help="learning rate (the base rate of the schedule)"),
+    "momentum": Param("float", 0.9, low=0.0, help="SGD momentum (unused by adam)"),
+    "weight_decay": Param("float", 0.0, low=0.0, help="L2 weight decay"),
+    "epochs": Param("int", REQUIRED, low=0, help="passes over the training data"),
+    "batch_size": Param("int", REQUIRED, low=1, help="examples per step"),
+    "schedule": Param("choice", "constant", choices=SCHEDULES,
+                      help="learning-rate schedule: constant, cosine (per step, to 0) or step (x0.1 at "
+                           "lr_decay_epochs)"),
+    "lr_decay_epochs": Param("int_list", (), help="epochs (1-based) after which the rate is multiplied by 0.1"),
+}
+"""The training recipe `train_model` reads (the Original's, Retrain's, the shadows'), declared once."""
+
+
+def recipe_parameters(**defaults) -> dict[str, Param]:
+    """The recipe's declarations of the named parameters, in the given order, with the given defaults
+    (`REQUIRED` for none): a method that trains with `train_model`'s knobs declares them through this."""
+    unknown = sorted(set(defaults) - set(RECIPE_PARAMETERS))
+    if unknown:
+        raise ValueError(f"not recipe parameters: {unknown}; the recipe's are {list(RECIPE_PARAMETERS)}")
+    return {name: replace(RECIPE_PARAMETERS[name], default=default) for name, default in defaults.items()}
 
 
 class DivergenceError(RuntimeError):
@@ -32,12 +59,20 @@ def select_device(name: str | None = "auto") -> torch.device:
 
 
 def set_deterministic(enabled: bool) -> None:
-    """Deterministic kernels (DESIGN §7: the same seed gives the same metrics on CUDA only with this switch; CPU
+    """Deterministic kernels (docs/design.md §7: the same seed gives the same metrics on CUDA only with this switch; CPU
     runs are deterministic anyway). On CUDA this also needs CUBLAS_WORKSPACE_CONFIG=:4096:8 in the environment."""
     if enabled:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.use_deterministic_algorithms(bool(enabled))
     torch.backends.cudnn.deterministic = bool(enabled)
+
+
+def configure_runtime(runtime: dict) -> torch.device:
+    """The configured device (`runtime.device`), after applying `runtime.num_threads` and `runtime.deterministic`."""
+    if runtime.get("num_threads"):
+        torch.set_num_threads(int(runtime["num_threads"]))
+    set_deterministic(bool(runtime.get("deterministic", False)))
+    return select_device(runtime.get("device", "auto"))
 
 
 def seed_everything(seed: int) -> None:
@@ -149,7 +184,8 @@ def train_model(model: nn.Module, x: torch.Tensor, y: torch.Tensor, config: dict
                 progress: Callable[[str], None] | None = None) -> dict:
     """Cross-entropy training of `model` (in place) on (x, y) with `config`:
     optimizer, lr, momentum, weight_decay, epochs, batch_size, schedule (constant | cosine | step) and
-    lr_decay_epochs (for step). With `modules`, only those train. Returns per-epoch mean losses and seconds."""
+    lr_decay_epochs (for step), as `RECIPE_PARAMETERS` declares them. With `modules`, only those train. Returns
+    per-epoch mean losses and seconds."""
     schedule = config.get("schedule", "constant")
     if schedule not in SCHEDULES:
         raise ValueError(f"unknown schedule '{schedule}'; allowed are {list(SCHEDULES)}")

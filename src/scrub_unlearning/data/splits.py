@@ -1,6 +1,6 @@
 """Fixed train/validation/test splits over a `RawDataset`, described as data and kept as ids.
 
-Splits do not depend on the experiment seed (DESIGN §5: a seed redraws forget sets, not splits); they use their
+Splits do not depend on the experiment seed (docs/design.md §5: a seed redraws forget sets, not splits); they use their
 own `split_seed`.
 """
 

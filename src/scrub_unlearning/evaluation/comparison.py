@@ -1,4 +1,4 @@
-"""How a method compares with Retrain, the gold reference: signed gaps, tug-of-war, speed-up (DESIGN §5)."""
+"""How a method compares with Retrain, the gold reference: signed gaps, tug-of-war, speed-up (docs/design.md §5)."""
 
 from __future__ import annotations
 

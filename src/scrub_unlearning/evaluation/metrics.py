@@ -1,4 +1,4 @@
-"""Every model is scored by one function, `evaluate_model`, with the application's columns (DESIGN §5)."""
+"""Every model is scored by one function, `evaluate_model`, with the application's columns (docs/design.md §5)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,8 @@
-"""Shadow models for U-LiRA (DESIGN §5): the pool, each shadow's training data and forget set, shadow training with
+"""Shadow models for U-LiRA (docs/design.md §5): the pool, each shadow's training data and forget set, shadow
+training with
 a content-addressed store (a shadow whose inputs did not change is never trained again), and the unlearning of
-every shadow by a method given as a callable (evaluation/ never imports methods/).
+every shadow by a method given as a callable (evaluation/ never imports methods/; the callable returns a result
+with `model` and `failure`, as `methods.runner.run_method` does). `evaluation.attack` orchestrates these.
 
 Pool P = seeded training examples of the forget set's classes, |P| = 2·|forget| by default; base = train \\ P.
 Shadow k trains on base ∪ H_k (H_k a seeded random half of P; shadows 2j and 2j+1 take complementary halves, so
@@ -16,7 +18,7 @@ import json
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -173,26 +175,32 @@ def train_shadows(training_set: TrainingSet, plan: ShadowPlan, spec: dict, recip
     return states, manifest
 
 
-def _unlearn_shadow(unlearn: Callable | None, spec: dict, state: dict, task: UnlearningTask, params: dict,
-                    device: str, pool_x: torch.Tensor, pool_y: torch.Tensor, extra: tuple) -> tuple[np.ndarray, dict]:
+def _unlearn_shadow(unlearn: Callable | None, spec: dict, state: dict, task: UnlearningTask, device: str,
+                    pool_x: torch.Tensor, pool_y: torch.Tensor, rewound) -> tuple[np.ndarray, object]:
+    """One shadow: unlearn its F_k (None: keep the shadow as it is) and return the pool's margins and the method's
+    result without its model (so a worker process sends back only the margins and the info)."""
     model = load_model(spec, state)
-    info: dict = {}
-    if unlearn is not None:
-        model, info = unlearn(model, task, params, torch.device(device), *extra)
-    return logit_margin(predict_logits(model, pool_x, torch.device(device)), pool_y), info
+    if unlearn is None:
+        return logit_margin(predict_logits(model, pool_x, torch.device(device)), pool_y), None
+    result = unlearn(model, task, torch.device(device), rewound)
+    if result.model is None:
+        return np.full(len(pool_y), np.nan), result
+    phi = logit_margin(predict_logits(result.model, pool_x, torch.device(device)), pool_y)
+    return phi, replace(result, model=None)
 
 
-def unlearned_margins(unlearn: Callable | None, params: dict, states: list[dict], spec: dict,
-                      training_set: TrainingSet, plan: ShadowPlan, template: UnlearningTask, device: torch.device,
-                      workers: int = 0, extras: list[tuple] | None = None) -> tuple[np.ndarray, list[dict]]:
-    """phi (K, |P|) of every pool example under every shadow after `unlearn` removed F_k (None: no unlearning,
-    i.e. the Original as a "method"), and each shadow's info (checkpoints included, for a method that rewinds)."""
+def unlearned_margins(unlearn: Callable | None, states: list[dict], spec: dict, training_set: TrainingSet,
+                      plan: ShadowPlan, template: UnlearningTask, device: torch.device, workers: int = 0,
+                      rewound: list | None = None) -> tuple[np.ndarray, list]:
+    """phi (K, |P|) of every pool example under every shadow after `unlearn(model, task, device, rewound_k)` removed
+    F_k, and each shadow's result (its `failure`, and what a method that rewinds it reads). `unlearn` None: no
+    unlearning (the Original as a "method"); `rewound`: per shadow, the result of the method `unlearn` rewinds."""
     position = torch.searchsorted(training_set.ids, plan.pool_ids)
     pool_x, pool_y = training_set.x[position], training_set.labels[position]
     jobs = [
-        (unlearn, spec, states[k], shadow_task(training_set, plan, k, template), params, str(device), pool_x, pool_y,
-         extras[k] if extras else ())
+        (unlearn, spec, states[k], shadow_task(training_set, plan, k, template), str(device), pool_x, pool_y,
+         rewound[k] if rewound else None)
         for k in range(plan.num_shadows)
     ]
     results = _map(_unlearn_shadow, jobs, workers)
-    return np.stack([phi for phi, _ in results]), [info for _, info in results]
+    return np.stack([phi for phi, _ in results]), [result for _, result in results]

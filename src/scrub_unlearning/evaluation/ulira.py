@@ -1,4 +1,4 @@
-"""U-LiRA statistics (DESIGN §5): per-example Gaussian likelihood-ratio membership attack on unlearned shadows.
+"""U-LiRA statistics (docs/design.md §5): per-example Gaussian likelihood-ratio membership attack on unlearned shadows.
 
 U-LiRA (Hayes et al. 2024, "Inexact unlearning needs more careful evaluations to avoid a false sense of privacy")
 applies LiRA (Carlini et al. 2022, "Membership inference attacks from first principles") to unlearning: for every
@@ -24,14 +24,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 import torch
-from matplotlib.figure import Figure
 from sklearn.metrics import roc_auc_score, roc_curve
 
 MIN_STD = 1e-6
 """Floor on fitted standard deviations, so identical observations cannot give a zero variance (division by 0)."""
 
 GLOBAL_VARIANCE_BELOW = 64
-"""`ulira` pools the variance over examples when it has fewer shadows than this (DESIGN §5)."""
+"""`ulira` pools the variance over examples when it has fewer shadows than this (docs/design.md §5)."""
 
 
 def logit_margin(logits: torch.Tensor, labels: torch.Tensor) -> np.ndarray:
@@ -132,7 +131,7 @@ class UliraResult:
         return self.fpr, self.tpr
 
     def as_metrics(self) -> dict[str, float]:
-        """The MLflow / table metrics (DESIGN §5 names); AUC and acc in [0, 1]."""
+        """The MLflow / table metrics (docs/design.md §5 names); AUC and acc in [0, 1]."""
         return {"ulira_auc": float(self.auc), "ulira_auc_ci_low": float(self.ci_low),
                 "ulira_auc_ci_high": float(self.ci_high), "ulira_acc": float(self.acc)}
 
@@ -255,23 +254,3 @@ def ulira(phi: np.ndarray, member: np.ndarray, nonmember: np.ndarray, seed: int,
         ci_low, ci_high = (float(v) for v in np.nanpercentile(boot, [2.5, 97.5]))
     return UliraResult(auc=auc, ci_low=ci_low, ci_high=ci_high, acc=acc, scores=table, fpr=fpr, tpr=tpr)
 
-
-def plot_roc(results: dict[str, UliraResult], title: str) -> Figure:
-    """ROC curves of U-LiRA, one line per method (legend: AUC and 95% CI) plus the chance diagonal, linear axes.
-
-    Built on `matplotlib.figure.Figure` directly (no pyplot global state); save with `fig.savefig(path)`.
-    """
-    fig = Figure(figsize=(5.0, 5.0), layout="constrained")
-    ax = fig.add_subplot()
-    for name, result in results.items():
-        ax.plot(result.fpr, result.tpr, linewidth=1.5,
-                label=f"{name}: AUC {result.auc:.3f} [{result.ci_low:.3f}, {result.ci_high:.3f}]")
-    ax.plot([0.0, 1.0], [0.0, 1.0], linestyle="--", color="grey", linewidth=1.0, label="chance")
-    ax.set_xlim(0.0, 1.0)
-    ax.set_ylim(0.0, 1.0)
-    ax.set_aspect("equal")
-    ax.set_xlabel("false positive rate")
-    ax.set_ylabel("true positive rate")
-    ax.set_title(title)
-    ax.legend(loc="lower right", fontsize="small")
-    return fig

@@ -2,16 +2,18 @@
 
 A method is `unlearn(original, task, params, device) -> (model, info)`: `original` is never modified, `task` is
 the `UnlearningTask` (retain/forget/validation tensors and the kept classes), `params` the method's parameter
-block. `info` carries at least `seconds`, and whatever the method's trajectory is (SCRUB: per-epoch checkpoints,
-guard status). Adding a method = one module, one line in `METHODS`, one parameter block in
-`conf/base/parameters_unlearning.yml`.
+block, checked against the `PARAMETERS` its module declares. `info` carries what the method wants to report (its
+per-epoch losses; SCRUB: the trajectory, per-epoch weights, guard status). Callers run methods through
+`methods.runner.run_method`, which times them, checks the result, rewinds and turns failures into results.
+Adding a method = one module, one line in `METHODS`, one parameter block in `conf/base/parameters_unlearning.yml`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 
+from ..parameters import Param, check_parameters
 from . import bad_teacher, cf_k, eu_k, finetune, fisher, neggrad, neggrad_plus, retrain, scrub, scrub_r
 
 
@@ -24,7 +26,8 @@ class Method:
     per-epoch weights): they travel to a method that rewinds this one, never into a saved info. `row_fields`: keys
     of its info that belong in its table row (SCRUB's guard). `from_training`: parameters that default to the
     Original's recipe when left null; `training_recipe`: its parameters are the Original's recipe itself
-    (Retrain)."""
+    (Retrain). `parameters`: its declared parameters (the module's `PARAMETERS`), checked by
+    `check_method_params`."""
 
     name: str
     unlearn: Callable[..., tuple]
@@ -34,25 +37,34 @@ class Method:
     row_fields: tuple[str, ...] = ()
     from_training: tuple[str, ...] = ()
     training_recipe: bool = False
+    parameters: Mapping[str, Param] = field(default_factory=dict)
 
 
 GUARD_FIELDS = ("guard_fired", "guard_epoch")
 
 METHODS: dict[str, Method] = {m.name: m for m in (
-    Method("retrain", retrain.unlearn, "Retrain", training_recipe=True),
-    Method("scrub", scrub.unlearn, "SCRUB", in_memory=("checkpoints",), row_fields=GUARD_FIELDS),
-    Method("scrub_r", scrub_r.unlearn, "SCRUB+R", rewinds="scrub", row_fields=GUARD_FIELDS),
-    Method("finetune", finetune.unlearn, "Finetune"),
-    Method("neggrad", neggrad.unlearn, "NegGrad"),
-    Method("neggrad_plus", neggrad_plus.unlearn, "NegGrad+"),
-    Method("cf_k", cf_k.unlearn, "CF-k"),
-    Method("eu_k", eu_k.unlearn, "EU-k", from_training=("epochs",)),
-    Method("fisher", fisher.unlearn, "Fisher"),
-    Method("bad_teacher", bad_teacher.unlearn, "Bad-Teacher"),
+    Method("retrain", retrain.unlearn, "Retrain", training_recipe=True, parameters=retrain.PARAMETERS),
+    Method("scrub", scrub.unlearn, "SCRUB", in_memory=("checkpoints",), row_fields=GUARD_FIELDS,
+           parameters=scrub.PARAMETERS),
+    Method("scrub_r", scrub_r.unlearn, "SCRUB+R", rewinds="scrub", row_fields=GUARD_FIELDS,
+           parameters=scrub_r.PARAMETERS),
+    Method("finetune", finetune.unlearn, "Finetune", parameters=finetune.PARAMETERS),
+    Method("neggrad", neggrad.unlearn, "NegGrad", parameters=neggrad.PARAMETERS),
+    Method("neggrad_plus", neggrad_plus.unlearn, "NegGrad+", parameters=neggrad_plus.PARAMETERS),
+    Method("cf_k", cf_k.unlearn, "CF-k", parameters=cf_k.PARAMETERS),
+    Method("eu_k", eu_k.unlearn, "EU-k", from_training=("epochs",), parameters=eu_k.PARAMETERS),
+    Method("fisher", fisher.unlearn, "Fisher", parameters=fisher.PARAMETERS),
+    Method("bad_teacher", bad_teacher.unlearn, "Bad-Teacher", parameters=bad_teacher.PARAMETERS),
 )}
 REFERENCES = ("original", "retrain")
 DISPLAY_NAMES: dict[str, str] = {"original": "Original", **{name: m.display for name, m in METHODS.items()}}
 """Display name of every model a run table can hold, in the registry's order (the reports' method order)."""
+
+
+def run_order(method: str) -> list[str]:
+    """The methods to run, in order, to get `method`'s result: the method it rewinds first (SCRUB+R: SCRUB)."""
+    rewinds = get_method(method).rewinds
+    return [rewinds, method] if rewinds else [method]
 
 
 def rewinders_of(method: str, names: list[str]) -> list[str]:
@@ -92,3 +104,9 @@ def method_parameters(method: str, method_params: dict, scenario: dict, training
         if merged.get(name) is None:
             merged[name] = training[name]
     return merged
+
+
+def check_method_params(method: str, params: dict) -> dict:
+    """`params` (as `method_parameters` gives them) checked against `method`'s declared parameters: the complete,
+    normalised parameter dict, or a ValueError naming the method, the parameter, the value and what is allowed."""
+    return check_parameters(method, params, get_method(method).parameters)

@@ -1,5 +1,5 @@
 """Bad-Teacher (Chundawat, Tarun, Mandal and Kankanhalli, *Can Bad Teaching Induce Forgetting? Unlearning in Deep
-Networks Using an Incompetent Teacher*, AAAI 2023), as DESIGN §5 specifies it.
+Networks Using an Incompetent Teacher*, AAAI 2023), as docs/design.md §5 specifies it.
 
 A student (a copy of the Original) is distilled from two frozen teachers at once: the competent teacher (the
 Original) on retain examples, so what should be kept stays, and an incompetent teacher (a randomly initialised
@@ -19,13 +19,13 @@ and the batch order come from a generator seeded by `task.seed`.
 from __future__ import annotations
 
 import copy
-import time
 
 import torch
 from torch import nn
 
 from ..data import UnlearningTask
 from ..models import build_model
+from ..parameters import Param, check_parameters
 from ..training import (
     autocast,
     batch_indices,
@@ -33,13 +33,17 @@ from ..training import (
     make_optimizer,
     optimizer_step,
     prepare_model,
+    recipe_parameters,
     seed_everything,
 )
-from .parameters import check_parameters
 from .scrub import kl_teacher_student
 
-DEFAULTS = {"optimizer": "adam", "lr": 1e-3, "weight_decay": 0.0, "momentum": 0.9, "epochs": 1, "batch_size": 64,
-            "temperature": 4.0, "retain_fraction": 0.3}
+PARAMETERS: dict[str, Param] = {
+    **recipe_parameters(optimizer="adam", lr=1e-3, weight_decay=0.0, momentum=0.9, epochs=1, batch_size=64),
+    "temperature": Param("float", 4.0, low=0.0, low_open=True, help="distillation temperature T"),
+    "retain_fraction": Param("float", 0.3, low=0.0, high=1.0,
+                             help="share of the retain set distilled along with the forget set"),
+}
 
 
 def _frozen(model: nn.Module, device: torch.device) -> nn.Module:
@@ -51,8 +55,7 @@ def _frozen(model: nn.Module, device: torch.device) -> nn.Module:
 
 def unlearn(original: nn.Module, task: UnlearningTask, params: dict, device: torch.device) -> tuple[nn.Module, dict]:
     """Bad-Teacher distillation of a copy of `original`; returns the student in eval mode and an info dict."""
-    params = check_parameters("bad_teacher", params, DEFAULTS)
-    start = time.perf_counter()
+    params = check_parameters("bad_teacher", params, PARAMETERS)
     competent = _frozen(copy.deepcopy(original), device)
     seed_everything(task.seed)
     incompetent = _frozen(build_model(original.spec), device)
@@ -87,7 +90,6 @@ def unlearn(original: nn.Module, task: UnlearningTask, params: dict, device: tor
         losses.append(float(mean_loss))
     student.eval()
     info = {
-        "seconds": time.perf_counter() - start,
         "epoch_losses": losses,
         "forget_examples": len(task.forget_x),
         "retain_examples_used": n_retain,

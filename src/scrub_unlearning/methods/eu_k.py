@@ -9,24 +9,24 @@ CIFAR-100 instead; those weights are not available offline, so this implementati
 Goel et al. define the method).
 
 Parameters: optimizer (sgd | adam), lr 0.01, momentum 0.9, weight_decay 5e-4, batch_size 128, and `epochs`
-(required, no default: DESIGN §5 sets it to the Original's number of training epochs at every scale).
+(required, no default: docs/design.md §5 sets it to the Original's number of training epochs at every scale).
 """
 
 from __future__ import annotations
 
 import copy
-import time
 
 import torch
 from torch import nn
 
 from ..data import UnlearningTask
 from ..models import last_block_modules
-from ..training import seed_everything, train_model
-from .parameters import check_parameters
+from ..parameters import REQUIRED, Param, check_parameters
+from ..training import recipe_parameters, seed_everything, train_model
 
-DEFAULTS = {"optimizer": "sgd", "lr": 0.01, "momentum": 0.9, "weight_decay": 5e-4, "batch_size": 128}
-REQUIRED = ("epochs",)
+# epochs: required (the registry fills a null with the Original's number of epochs)
+PARAMETERS: dict[str, Param] = recipe_parameters(optimizer="sgd", lr=0.01, momentum=0.9, weight_decay=5e-4,
+                                                   epochs=REQUIRED, batch_size=128)
 
 
 def reset_last_block(model: nn.Module, seed: int) -> list[str]:
@@ -45,12 +45,11 @@ def reset_last_block(model: nn.Module, seed: int) -> list[str]:
 
 def unlearn(original: nn.Module, task: UnlearningTask, params: dict, device: torch.device) -> tuple[nn.Module, dict]:
     """Randomly re-initialise the last block of a copy of `original`, then train only it on the retain set."""
-    config = check_parameters("eu_k", params, DEFAULTS, REQUIRED)
-    start = time.perf_counter()
+    config = check_parameters("eu_k", params, PARAMETERS)
     model = copy.deepcopy(original).to("cpu")
     reset = reset_last_block(model, task.seed)
     trained = train_model(model, task.retain_x, task.retain_y, config, device, seed=task.seed,
                           modules=last_block_modules(model), what="eu_k")
     model.eval()
-    return model, {"seconds": time.perf_counter() - start, "epoch_losses": trained["epoch_losses"],
+    return model, {"epoch_losses": trained["epoch_losses"],
                    "reset_modules": reset}

@@ -1,5 +1,5 @@
 """Fisher forgetting (Golatkar, Achille and Soatto, *Eternal Sunshine of the Spotless Net: Selective Forgetting in
-Deep Networks*, CVPR 2020), as DESIGN §5 specifies it.
+Deep Networks*, CVPR 2020), as docs/design.md §5 specifies it.
 
 No training: the Original's weights are perturbed with Gaussian noise whose variance is large where the retain set
 does not constrain the weights (low Fisher information) and small where it does, so what only the forget set had
@@ -16,7 +16,8 @@ put in the weights is drowned while what the retain set needs survives.
    variance 1e-4 (set last: the x10 does not apply to them).
 4. theta = mean + sqrt(variance) * eps, eps ~ N(0, I) from a generator seeded by `task.seed`.
 
-The authors' code computed the expectation over y exactly (a sum over classes weighted by p(y|x)); DESIGN's formula
+The authors' code computed the expectation over y exactly (a sum over classes weighted by p(y|x)); the formula
+of docs/design.md §5
 samples y, which we follow.
 
 Parameters: `alpha` (digits / small scale 1e-6, large scale 1e-7) and `max_retain_examples` (null = the whole
@@ -34,10 +35,14 @@ from torch import nn
 from torch.func import functional_call, grad, vmap
 
 from ..data import UnlearningTask
+from ..parameters import Param, check_parameters
 from ..training import check_finite, prepare_model
-from .parameters import check_parameters
 
-DEFAULTS = {"alpha": 1e-6, "max_retain_examples": None}
+PARAMETERS: dict[str, Param] = {
+    "alpha": Param("float", 1e-6, low=0.0, help="scale of the noise variance"),
+    "max_retain_examples": Param("int", None, low=1, nullable=True,
+                                 help="cap on the retain examples the Fisher is estimated on; null = no cap"),
+}
 
 FISHER_EPS = 1e-8          # 1 / (F + eps)
 VARIANCE_CAP = 1e3         # cap on 1/F for every parameter ...
@@ -133,7 +138,7 @@ def noise_distribution(model: nn.Module, fisher: dict[str, torch.Tensor], alpha:
 
 def unlearn(original: nn.Module, task: UnlearningTask, params: dict, device: torch.device) -> tuple[nn.Module, dict]:
     """Fisher forgetting of a copy of `original`; returns it in eval mode and an info dict with timings."""
-    params = check_parameters("fisher", params, DEFAULTS)
+    params = check_parameters("fisher", params, PARAMETERS)
     start = time.perf_counter()
     model = prepare_model(copy.deepcopy(original), device).eval()
     generator = torch.Generator().manual_seed(int(task.seed))
@@ -155,7 +160,6 @@ def unlearn(original: nn.Module, task: UnlearningTask, params: dict, device: tor
     check_finite(model, None, "fisher")
     model.eval()
     info = {
-        "seconds": time.perf_counter() - start,
         "fisher_seconds": fisher_seconds,
         "fisher_examples": len(retain_x),
         "zeroed_head_rows": list(forget_classes),

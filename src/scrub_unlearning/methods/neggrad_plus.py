@@ -6,19 +6,19 @@ Kurmanji et al., *Towards Unbounded Machine Unlearning* (SCRUB, NeurIPS 2023) as
 infinite loss or weight raises `training.DivergenceError`.
 
 Parameters: beta, optimizer (sgd | adam), lr 0.01, momentum 0.9, weight_decay 5e-4, epochs, retain_batch 128,
-forget_batch 128. Small scale / digits: beta 0.95, 10 epochs; large scale: beta 0.9999, 5 epochs (DESIGN §5).
+forget_batch 128. Small scale / digits: beta 0.95, 10 epochs; large scale: beta 0.9999, 5 epochs (docs/design.md §5).
 """
 
 from __future__ import annotations
 
 import copy
-import time
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..data import UnlearningTask
+from ..parameters import Param, check_parameters
 from ..training import (
     autocast,
     batch_indices,
@@ -27,17 +27,20 @@ from ..training import (
     make_optimizer,
     optimizer_step,
     prepare_model,
+    recipe_parameters,
 )
-from .parameters import check_parameters
 
-DEFAULTS = {"beta": 0.95, "optimizer": "sgd", "lr": 0.01, "momentum": 0.9, "weight_decay": 5e-4, "epochs": 10,
-            "retain_batch": 128, "forget_batch": 128}
+PARAMETERS: dict[str, Param] = {
+    "beta": Param("float", 0.95, low=0.0, high=1.0, help="weight of the retain cross-entropy (1 - beta: the forget's)"),
+    **recipe_parameters(optimizer="sgd", lr=0.01, momentum=0.9, weight_decay=5e-4, epochs=10),
+    "retain_batch": Param("int", 128, low=1, help="retain examples per step (one epoch = one retain pass)"),
+    "forget_batch": Param("int", 128, low=1, help="forget examples per step (cycled)"),
+}
 
 
 def unlearn(original: nn.Module, task: UnlearningTask, params: dict, device: torch.device) -> tuple[nn.Module, dict]:
     """Minimise beta*CE(retain) - (1-beta)*CE(forget) for a copy of `original`; one epoch = one retain pass."""
-    config = check_parameters("neggrad_plus", params, DEFAULTS)
-    start = time.perf_counter()
+    config = check_parameters("neggrad_plus", params, PARAMETERS)
     beta = config["beta"]
     model = prepare_model(copy.deepcopy(original), device)
     model.train()
@@ -71,4 +74,4 @@ def unlearn(original: nn.Module, task: UnlearningTask, params: dict, device: tor
         history["epoch_retain_ce"].append(float(mean_retain))
         history["epoch_forget_ce"].append(float(mean_forget))
     model.eval()
-    return model, {"seconds": time.perf_counter() - start, **history}
+    return model, history

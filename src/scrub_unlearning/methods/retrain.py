@@ -8,11 +8,15 @@ from torch import nn
 
 from ..data import UnlearningTask
 from ..models import build_model
-from ..training import seed_everything, train_model
+from ..parameters import Param, check_parameters
+from ..training import RECIPE_PARAMETERS, seed_everything, train_model
+
+PARAMETERS: dict[str, Param] = RECIPE_PARAMETERS  # the Original's recipe (the registry hands Retrain `training`)
 
 
 def unlearn(original: nn.Module, task: UnlearningTask, params: dict, device: torch.device) -> tuple[nn.Module, dict]:
     """Train from scratch on (retain_x, retain_y); `params` is the Original's training recipe."""
+    params = check_parameters("retrain", params, PARAMETERS)
     seed_everything(task.seed)
     model = build_model(original.spec)
     info = train_model(model, task.retain_x, task.retain_y, params, device, seed=task.seed, what="retrain")

@@ -20,17 +20,16 @@ import torch
 from torch import nn
 
 from ..data import UnlearningTask
+from ..parameters import Param, check_parameters
 from ..training import model_error
 
-PARAMETERS = ()
+PARAMETERS: dict[str, Param] = {}  # none: it reads SCRUB's trajectory
 
 
 def unlearn(original: nn.Module, task: UnlearningTask, params: dict, device: torch.device,
             scrub_info: dict) -> tuple[nn.Module, dict]:
     """Rewind SCRUB: return the checkpoint of `scrub_info['checkpoints']` closest to the target forget error."""
-    unknown = sorted(set(params or {}) - set(PARAMETERS))
-    if unknown:
-        raise ValueError(f"scrub_r: unknown parameter(s) {unknown}; it takes none (it reads SCRUB's trajectory)")
+    check_parameters("scrub_r", params, PARAMETERS)
     start = time.perf_counter()
     target = float(scrub_info["final_forget_class_val_error"])
     candidate = copy.deepcopy(original).to(device)
@@ -43,8 +42,6 @@ def unlearn(original: nn.Module, task: UnlearningTask, params: dict, device: tor
     candidate.eval()
     selection_seconds = time.perf_counter() - start
     return candidate, {
-        # SCRUB+R's cost is the SCRUB run it rewinds plus the selection
-        "seconds": float(scrub_info["seconds"]) + selection_seconds,
         "selection_seconds": selection_seconds,
         "target_forget_error": target,
         "checkpoint_forget_errors": forget_errors,

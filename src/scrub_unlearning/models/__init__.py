@@ -6,6 +6,8 @@ whole model. `last_block` names the modules CF-k and EU-k touch: the head plus t
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
@@ -170,3 +172,26 @@ def load_model(spec: dict, state: dict[str, torch.Tensor]) -> Classifier:
     model = build_model(spec)
     model.load_state_dict(state, strict=True)
     return model
+
+
+@dataclass
+class ModelBundle:
+    """A model as it is stored: contiguous CPU weights (safetensors) and the architecture spec (JSON). A method that
+    failed has no model: `ModelBundle.of(None)` is empty (`present` is False) and the catalog stores nothing."""
+
+    weights: dict[str, torch.Tensor] | None = None
+    spec: dict | None = None
+
+    @classmethod
+    def of(cls, model: nn.Module | None) -> ModelBundle:
+        return cls() if model is None else cls(state_dict_for_saving(model), model.spec)
+
+    @property
+    def present(self) -> bool:
+        return bool(self.weights) and self.spec is not None
+
+    def load(self) -> Classifier:
+        """The model rebuilt from spec and weights; an empty bundle cannot be loaded."""
+        if not self.present:
+            raise ValueError("this bundle holds no model (the method that made it failed)")
+        return load_model(self.spec, self.weights)

@@ -1,7 +1,8 @@
 """Project datasets. `ModelDataset`: a model as a folder with `weights.safetensors` and `spec.json`, also in MLflow.
 
-A failed method saves `{}` (no weights): the folder is emptied and nothing is written or logged, so no half-written
-or stale model is left in the catalog (DESIGN §7); loading it gives `{}` back. Weights are never pickled.
+A failed method saves an empty `ModelBundle`: the folder is emptied and nothing is written or logged, so no
+half-written or stale model is left in the catalog (docs/design.md §7); loading it gives the empty bundle back.
+Weights are never pickled.
 """
 
 from __future__ import annotations
@@ -15,33 +16,34 @@ from kedro.io import AbstractDataset, DatasetError
 from safetensors.torch import load_file, save_file
 
 from ..evaluation.shadows import ShadowStore
+from ..models import ModelBundle
 
 WEIGHTS, SPEC = "weights.safetensors", "spec.json"
 
 
-class ModelDataset(AbstractDataset[dict, dict]):
-    """Save/load `{"weights": state_dict, "spec": dict}`; with `artifact_path`, also log both files to the
-    active MLflow run under that path."""
+class ModelDataset(AbstractDataset[ModelBundle, ModelBundle]):
+    """Save/load a `ModelBundle`; with `artifact_path`, also log both files to the active MLflow run under that
+    path."""
 
     def __init__(self, path: str, artifact_path: str | None = None, metadata: dict | None = None) -> None:
         self._path = Path(path)
         self._artifact_path = artifact_path
         self.metadata = metadata
 
-    def load(self) -> dict:
+    def load(self) -> ModelBundle:
         if not (self._path / SPEC).is_file():
-            return {}
+            return ModelBundle()
         spec = json.loads((self._path / SPEC).read_text())
-        return {"weights": load_file(str(self._path / WEIGHTS)), "spec": spec}
+        return ModelBundle(load_file(str(self._path / WEIGHTS)), spec)
 
-    def save(self, data: dict) -> None:
+    def save(self, data: ModelBundle) -> None:
         if self._path.exists():
             shutil.rmtree(self._path)
-        if not data.get("weights"):
+        if not data.present:
             return
         self._path.mkdir(parents=True)
-        save_file(data["weights"], str(self._path / WEIGHTS))
-        (self._path / SPEC).write_text(json.dumps(data["spec"], indent=2))
+        save_file(data.weights, str(self._path / WEIGHTS))
+        (self._path / SPEC).write_text(json.dumps(data.spec, indent=2))
         if self._artifact_path:
             import mlflow
 

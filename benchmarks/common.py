@@ -1,39 +1,23 @@
-"""Speed benchmark of the library against plain PyTorch loops, written as a Markdown table (DESIGN §6).
+"""The benchmark's reusable parts: timers and peak memory, the machine description, the Markdown writer, the plain
+PyTorch baselines (`plain_train`, `plain_scrub`) and the ours-vs-plain comparisons (docs/design.md §6).
 
-    python -m scrub_unlearning.benchmark --env cifar5 --out docs/benchmarks.md [--device auto] [--epochs-scale 1.0]
-
-It reads `conf/base` + `conf/<env>` parameters with PyYAML (no Kedro: an env overrides base key by key, lists
-replaced, as the project's soft merge does), builds the data as the pipeline does (load_dataset, make_splits, the
-`clean` training set) and times, on one seed:
-
-- the Original's training with OUR loop (`training.train_model`) and with a PLAIN PyTorch loop (`plain_train`:
-  a DataLoader over a TensorDataset, fp32 with TF32 off, `.item()` on the loss every step);
-- Retrain and every registered method on `rb_selective` (SCRUB+R from that SCRUB run), SCRUB on `rb_class`:
-  seconds and scale_up = Retrain's seconds / the method's;
-- SCRUB by OUR implementation vs a PLAIN SCRUB loop (`plain_scrub`), guard off for both, with both models' errors;
-- `evaluate_model` over the methods' models vs the summed unlearning seconds;
-- optionally (`--ulira-workers N`) U-LiRA's shadow unlearning, sequential vs a pool of N processes.
-
-The file holds one section per (env, device): a rerun replaces its own section and keeps the others. The reusable
-parts (plain loops, timers, machine description, Markdown writer) are also used by `scripts/gpu_benchmark.py`, so
-this module imports nothing beyond torch, numpy and the library at import time (PyYAML only inside
-`load_parameters`). Speed is reported, never asserted.
+Imports nothing beyond torch, numpy and the library, so `scripts/gpu_benchmark.py` uses it on a GPU machine that
+has no Kedro, MLflow or OmegaConf. The configuration (Kedro's loader) lives in `benchmarks.config`, the command in
+`benchmarks.run`. Methods run through the library's `methods.runner.run_method`, as the pipelines run them.
 """
 
 from __future__ import annotations
 
-import argparse
 import copy
 import datetime
+import json
 import math
 import os
 import platform
-import re
 import resource
 import shlex
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -45,8 +29,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from . import methods
-from .data import (
+from scrub_unlearning import methods
+from scrub_unlearning.data import (
     Splits,
     TrainingSet,
     UnlearningTask,
@@ -56,17 +40,17 @@ from .data import (
     make_splits,
     make_task,
 )
-from .evaluation import evaluate_model
-from .methods import METHODS, get_method
-from .models import build_model, model_spec
-from .training import error_percent, make_optimizer, predict_logits, seed_everything, select_device, train_model
+from scrub_unlearning.evaluation import evaluate_model
+from scrub_unlearning.methods.runner import MethodResult, run_method
+from scrub_unlearning.models import build_model, model_spec
+from scrub_unlearning.training import error_percent, make_optimizer, predict_logits, seed_everything, train_model
 
 ERROR_COLUMNS = ("forget_error", "retain_error", "test_error")
 TITLE = "# Benchmarks"
 PREAMBLE = (
-    "Written by `python -m scrub_unlearning.benchmark` (one section per environment and device; a rerun replaces its "
-    "own section and keeps the others) and by `scripts/gpu_benchmark.py`. Speed is measured here, never asserted "
-    "by tests (DESIGN §6)."
+    "Written by `python -m benchmarks` (run from the repository root; one section per environment and device; a "
+    "rerun replaces its own section and keeps the others) and by `scripts/gpu_benchmark.py`. Speed is measured "
+    "here, never asserted by tests (docs/design.md §6)."
 )
 
 
@@ -145,7 +129,8 @@ def ratio(numerator: float, denominator: float) -> float:
 
 
 # --------------------------------------------------------------------------------------------------------------
-# The plain PyTorch baselines (DESIGN §6): DataLoader over a TensorDataset, fp32 with TF32 off, .item() every step
+# The plain PyTorch baselines (docs/design.md §6): DataLoader over a TensorDataset, fp32 with TF32 off, .item()
+# every step
 # --------------------------------------------------------------------------------------------------------------
 
 @contextmanager
@@ -387,55 +372,10 @@ def now_utc() -> str:
     return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 
 
+
 # --------------------------------------------------------------------------------------------------------------
-# Configuration without Kedro
+# Parameters, data and evaluation, as the pipeline builds them
 # --------------------------------------------------------------------------------------------------------------
-
-def deep_merge(base: dict, override: dict) -> dict:
-    """`override` on top of `base`, recursively for dicts; lists and scalars are replaced."""
-    merged = dict(base)
-    for key, value in override.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = deep_merge(merged[key], value)
-        else:
-            merged[key] = copy.deepcopy(value)
-    return merged
-
-
-_FLOAT = re.compile(r"""^(?:[-+]?[0-9][0-9_]*\.[0-9_]*(?:[eE][-+]?[0-9]+)?
-                        |[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+
-                        |[-+]?\.[0-9_]+(?:[eE][-+]?[0-9]+)?
-                        |[-+]?\.(?:inf|Inf|INF)
-                        |\.(?:nan|NaN|NAN))$""", re.X)
-
-
-def _yaml_load(text: str) -> dict:
-    """PyYAML's safe loader, also reading `1e-3` (no dot) as a float, as Kedro's OmegaConf loader does."""
-    import yaml
-
-    class Loader(yaml.SafeLoader):
-        pass
-
-    Loader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT, list("-+0123456789."))
-    return yaml.load(text, Loader=Loader) or {}
-
-
-def load_parameters(env: str, conf_root: str | Path = "conf") -> dict:
-    """`conf/base/parameters*.yml`, then `conf/<env>/parameters*.yml` merged on top key by key."""
-    conf_root = Path(conf_root)
-    if not (conf_root / "base").is_dir():
-        raise FileNotFoundError(f"no configuration folder '{conf_root / 'base'}'")
-    if env != "base" and not (conf_root / env).is_dir():
-        known = sorted(p.name for p in conf_root.iterdir() if p.is_dir())
-        raise ValueError(f"unknown environment '{env}'; the configuration folders are {known}")
-    merged: dict = {}
-    for folder in dict.fromkeys(("base", env)):
-        layer: dict = {}
-        for file in sorted((conf_root / folder).glob("parameters*.yml")):
-            layer.update(_yaml_load(file.read_text()))
-        merged = deep_merge(merged, layer)
-    return merged
-
 
 def method_parameters(method: str, parameters: dict, scenario: dict) -> dict:
     """`methods.method_parameters` over a whole parameters dict (method_params + training)."""
@@ -461,13 +401,6 @@ def scale_epochs(parameters: dict, scale: float) -> dict:
         for block in (scenario.get("method_params") or {}).values():
             scaled(block)
     return out
-
-
-def find_project_root() -> Path:
-    """The current directory when it holds `conf/`, else the checkout this module lives in."""
-    if (Path.cwd() / "conf" / "base").is_dir():
-        return Path.cwd()
-    return Path(__file__).resolve().parents[2]
 
 
 def build_data(parameters: dict, seed: int, root: Path | None = None) -> tuple[Splits, TrainingSet, dict]:
@@ -568,7 +501,7 @@ def compare_scrub(original: nn.Module, task: UnlearningTask, params: dict, split
                 f"{len(task.retain_y)} retain / {len(task.forget_y)} forget)")
             with measure(device) as timing:
                 if loop == "ours":
-                    model, _ = get_method("scrub").unlearn(original, task, params, device)
+                    model = succeeded(run_method("scrub", original, task, params, device)).model
                 else:
                     model, _ = plain_scrub(original, task, params, device, seed)
             record = dict(timing)
@@ -588,115 +521,21 @@ def compare_scrub(original: nn.Module, task: UnlearningTask, params: dict, split
     return rows, ratio(seconds["plain"], seconds["ours"])
 
 
+def succeeded(result: MethodResult) -> MethodResult:
+    """`result` when the method ran; a comparison cannot go on without its model, so a failure raises."""
+    if not result.ok:
+        raise RuntimeError(f"{result.method} failed: {result.failure}")
+    return result
+
+
 SCRUB_HEADERS = ["scenario", "loop", "seconds (median)", "images/s", "peak memory", "forget error %",
                  "retain error %", "test error %"]
-
-
-def run_methods(original: nn.Module, tasks: dict[str, UnlearningTask], runs: list[tuple[str, str, dict]],
-                splits: Splits, device: torch.device, seed: int) -> tuple[list[dict], dict]:
-    """Run (scenario, method, params) in order, each timed, then evaluated (timed separately). A method that
-    raises gets a failed row and the rest go on. Returns rows and the evaluation totals."""
-    rows, infos, own_seconds = [], {}, {}
-    retrain_seconds: dict[str, float] = {}
-    evaluation_seconds = unlearning_seconds = 0.0
-    evaluated = 0
-    for scenario, method, params in runs:
-        registered = get_method(method)
-        task = tasks[scenario]
-        row = {"scenario": scenario, "method": method, "status": "ok", "failure": ""}
-        extra: tuple = ()
-        if registered.rewinds:
-            rewound = infos.get((scenario, registered.rewinds))
-            if rewound is None:
-                rows.append({**row, "status": "failed", "failure": f"{registered.rewinds} did not run or failed"})
-                continue
-            extra = (rewound,)
-        say(f"{scenario}: {method} ...")
-        try:
-            with measure(device) as timing:
-                model, info = registered.unlearn(original, task, params, device, *extra)
-        except Exception as error:  # a failed method is a row, as in the pipeline
-            if isinstance(error, (KeyboardInterrupt, MemoryError)):
-                raise
-            say(f"{scenario}: {method} failed: {type(error).__name__}: {error}")
-            rows.append({**row, "status": "failed", "failure": f"{type(error).__name__}: {error}"})
-            continue
-        infos[(scenario, method)] = info
-        own_seconds[(scenario, method)] = timing["seconds"]
-        # a method that rewinds another costs that run plus its own selection (as the pipeline counts it)
-        seconds = timing["seconds"] + (own_seconds[(scenario, registered.rewinds)] if registered.rewinds else 0.0)
-        if method == "retrain":
-            retrain_seconds[scenario] = seconds
-        with measure(device) as evaluation:
-            metrics = errors(model, task, splits, device, seed)
-        evaluation_seconds += evaluation["seconds"]
-        unlearning_seconds += timing["seconds"]
-        evaluated += 1
-        rows.append({**row, "seconds": seconds, "wall_seconds": timing["seconds"],
-                     "peak_bytes": timing["peak_bytes"], "evaluation_seconds": evaluation["seconds"],
-                     "guard_fired": bool(info.get("guard_fired", False)), **metrics})
-        say(f"{scenario}: {method} {timing['seconds']:.2f} s, evaluated in {evaluation['seconds']:.2f} s")
-    reference = retrain_seconds.get("rb_selective", math.nan)
-    for row in rows:
-        row["scale_up"] = ratio(reference, row.get("seconds", math.nan))
-    totals = {"models": evaluated, "evaluation_seconds": evaluation_seconds, "unlearning_seconds": unlearning_seconds}
-    return rows, totals
-
-
-METHOD_HEADERS = ["scenario", "method", "status", "seconds", "own wall s", "scale_up", "peak memory",
-                  "forget error %", "retain error %", "test error %", "guard fired"]
-
-
-def method_table_rows(rows: list[dict]) -> list[list]:
-    out = []
-    for r in rows:
-        status = r["status"] if r["status"] == "ok" else f"failed: {r['failure']}"[:80]
-        out.append([r["scenario"], r["method"], status, r.get("seconds", math.nan), r.get("wall_seconds", math.nan),
-                    r.get("scale_up", math.nan), format_bytes(r.get("peak_bytes")),
-                    *(r.get(c, math.nan) for c in ERROR_COLUMNS), r.get("guard_fired", False)])
-    return out
-
-
-def ulira_comparison(parameters: dict, splits: Splits, training_set: TrainingSet, spec: dict,
-                     device: torch.device, seed: int, workers: int, method: str, num_shadows: int | None) -> list:
-    """U-LiRA's shadow unlearning for `method`: sequential vs a pool of `workers` processes (same shadows)."""
-    from .evaluation.shadows import ShadowStore, plan_shadows, train_shadows, unlearned_margins
-
-    scenarios = parameters["scenarios"]
-    scenario = scenarios.get("up") or {**scenarios["rb_selective"], "application": "up"}
-    ulira = parameters.get("ulira") or {}
-    forget_table = build_forget_set(training_set, scenario, splits.num_classes, seed)
-    template = make_task(splits, training_set, forget_table, scenario["application"], seed)
-    forget_ids = torch.as_tensor(forget_table["id"].to_numpy().copy())
-    k = int(num_shadows or ulira.get("num_shadows", 16))
-    plan = plan_shadows(training_set, forget_ids, template.forget_classes, k, seed, ulira.get("pool_size"))
-    params = method_parameters(method, parameters, scenario)
-    with tempfile.TemporaryDirectory(prefix="scrub-bench-shadows-") as folder:
-        say(f"u-lira: training {k} shadows with {workers} workers (temporary store)")
-        with measure(device) as training:
-            states, _ = train_shadows(training_set, plan, spec, parameters["training"], ShadowStore(folder), device,
-                                      workers)
-    results = {}
-    for n in (0, workers):
-        say(f"u-lira: unlearning {k} shadows with {method}, {'sequential' if n == 0 else f'{n} workers'}")
-        with measure(device) as timing:
-            phi, _ = unlearned_margins(get_method(method).unlearn, params, states, spec, training_set, plan,
-                                       template, device, n)
-        results[n] = (timing["seconds"], phi)
-        say(f"u-lira: {timing['seconds']:.2f} s")
-    difference = float(np.nanmax(np.abs(results[0][1] - results[workers][1])))
-    return [[method, k, training["seconds"], results[0][0], results[workers][0], workers,
-             ratio(results[0][0], results[workers][0]), difference]]
-
-
-ULIRA_HEADERS = ["method", "shadows", "shadow training s (pool)", "unlearning s, sequential", "unlearning s, pool",
-                 "workers", "speed-up", "max |Δφ| seq vs pool"]
 
 
 LEGEND = """\
 **Legend.** *ours* = the library (`training.train_model`, `methods.scrub`): data moved to the device once as uint8,
 batches as index slices, the loss kept on the device (no `.item()` per step); on CUDA bf16 autocast and
-channels_last. *plain* = the textbook loop written in `scrub_unlearning/benchmark.py`: a `DataLoader` over a
+channels_last. *plain* = the textbook loop written in `benchmarks/common.py`: a `DataLoader` over a
 `TensorDataset` (seeded shuffle, same batch size), fp32 with TF32 off, `.item()` on the loss every step, same
 model, optimizer, schedule and epochs. *speed-up* = plain seconds / ours (> 1: ours is faster). *scale_up* =
 Retrain's seconds on `rb_selective` / the method's; SCRUB+R's seconds include the SCRUB run it rewinds (its *own
@@ -707,133 +546,9 @@ percent (rb_class: retain/test on the kept classes). Times are one seed, wall-cl
 CUDA synchronise."""
 
 
-def run_benchmark(args: argparse.Namespace, argv: Sequence[str]) -> tuple[str, str]:
-    """Run every phase; returns (section heading, section body)."""
-    root = Path(args.project_root) if args.project_root else find_project_root()
-    parameters = load_parameters(args.env, root / "conf")
-    parameters = scale_epochs(parameters, args.epochs_scale)
-    threads = args.threads or (parameters.get("runtime") or {}).get("num_threads")
-    if threads:
-        torch.set_num_threads(int(threads))
-    device = select_device(args.device or (parameters.get("runtime") or {}).get("device", "auto"))
-    seed = int(args.seed)
-    scenarios = copy.deepcopy(parameters["scenarios"])
-    if args.scenario_size is not None:
-        for name in ("rb_selective", "up"):
-            if name in scenarios:
-                scenarios[name]["forget"] = {**scenarios[name].get("forget", {}), "size": int(args.scenario_size)}
-    parameters["scenarios"] = scenarios
-    say(f"env {args.env} on {device_name(device)}, {torch.get_num_threads()} threads")
-
-    splits, training_set, spec = build_data(parameters, seed, root)
-    recipe = parameters["training"]
-    say(f"data: train {len(splits.y['train'])}, val {len(splits.y['val'])}, test {len(splits.y['test'])}; "
-        f"model {spec['architecture']}")
-    test = (splits.x["test"], splits.y["test"])
-
-    body = [f"Command: `{command_line('python -m scrub_unlearning.benchmark', argv)}`", "",
-            f"Date: {now_utc()}", "", "Machine:", "", *machine_lines(device), "",
-            f"Data and settings: `{args.env}` — train {len(splits.y['train']):,}, validation "
-            f"{len(splits.y['val']):,}, test {len(splits.y['test']):,} images of shape {tuple(splits.image_shape)}; "
-            f"model `{spec['architecture']}`" + (f" width {spec['width']}" if "width" in spec else "")
-            + f"; Original recipe {recipe['optimizer']} lr {recipe['lr']} {recipe.get('schedule', 'constant')}, "
-            f"batch {recipe['batch_size']}, {recipe['epochs']} epochs; seed {seed}; epochs scale "
-            f"{args.epochs_scale}; repeats {args.repeats}. {memory_note(device)}.", ""]
-
-    # 1. the Original: ours vs plain
-    rows, original, speedup = compare_training(spec, training_set.x, training_set.labels, recipe, device, seed,
-                                               args.repeats, test, label="original")
-    body += ["### Original training: ours vs plain", "", markdown_table(TRAINING_HEADERS, rows), "",
-             f"Speed-up ours/plain: **{fmt(speedup)}×** (median of {args.repeats}).", ""]
-
-    # 2-3. Retrain and every method on rb_selective, SCRUB on rb_class
-    tasks = {name: scenario_task(splits, training_set, scenarios[name], seed)
-             for name in ("rb_selective", "rb_class") if name in scenarios}
-    names = args.methods or list(METHODS)
-    names = ["retrain"] + [n for n in names if n != "retrain"]
-    runs = [("rb_selective", n, method_parameters(n, parameters, scenarios["rb_selective"])) for n in names]
-    if "rb_class" in tasks:
-        runs.append(("rb_class", "scrub", method_parameters("scrub", parameters, scenarios["rb_class"])))
-    method_rows, totals = run_methods(original, tasks, runs, splits, device, seed)
-    selective = tasks["rb_selective"]
-    body += ["### Retrain and every method", "",
-             f"`rb_selective`: {len(selective.forget_y)} forget / {len(selective.retain_y):,} retain examples"
-             + (f"; `rb_class`: {len(tasks['rb_class'].forget_y):,} forget" if "rb_class" in tasks else "")
-             + ". Settings as configured (SCRUB's guard as configured).", "",
-             markdown_table(METHOD_HEADERS, method_table_rows(method_rows)), ""]
-
-    # 4. SCRUB: ours vs plain, guard off
-    scrub_rows, speedups = [], {}
-    for name, task in tasks.items():
-        params = method_parameters("scrub", parameters, scenarios[name])
-        rows, speedups[name] = compare_scrub(original, task, params, splits, device, seed, args.repeats, name)
-        scrub_rows += rows
-    body += ["### SCRUB: ours vs plain (guard off for both)", "", markdown_table(SCRUB_HEADERS, scrub_rows), "",
-             "Speed-up ours/plain: " + ", ".join(f"{n} **{fmt(s)}×**" for n, s in speedups.items())
-             + f" (median of {args.repeats}).", ""]
-
-    # 5. evaluation vs unlearning
-    share = ratio(totals["evaluation_seconds"], totals["unlearning_seconds"])
-    body += ["### Evaluation", "",
-             markdown_table(["models", "evaluate_model s (sum)", "unlearning s (sum)", "evaluation / unlearning",
-                             "target"],
-                            [[totals["models"], totals["evaluation_seconds"], totals["unlearning_seconds"],
-                              f"{fmt(100 * share, 1)}%", "< 10%"]]), ""]
-
-    # 6. optional: U-LiRA's shadow unlearning, sequential vs a pool
-    if args.ulira_workers:
-        rows = ulira_comparison(parameters, splits, training_set, spec, device, seed, args.ulira_workers,
-                                args.ulira_method, args.ulira_shadows)
-        body += ["### U-LiRA shadow unlearning: sequential vs a worker pool", "",
-                 "`evaluation.shadows.unlearned_margins(..., workers=N)` on the `up` scenario: N spawned "
-                 "single-threaded processes vs the sequential loop in this process "
-                 f"(torch threads: {torch.get_num_threads()}). Pool times include starting the spawned processes (each "
-                 "imports torch and the library), as the pipeline's `ulira.workers` pays them.", "",
-                 markdown_table(ULIRA_HEADERS, rows), ""]
-
-    body += [LEGEND]
-    heading = f"## {args.env} — {device_name(device)}"
-    return heading, "\n".join(body)
-
-
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m scrub_unlearning.benchmark", description=__doc__.split("\n")[0])
-    parser.add_argument("--env", default="base", help="configuration environment: conf/base + conf/<env>")
-    parser.add_argument("--out", default="docs/benchmarks.md", help="Markdown file (one section per env and device)")
-    parser.add_argument("--device", default=None, help="auto | cpu | cuda (default: runtime.device, else auto)")
-    parser.add_argument("--epochs-scale", type=float, default=1.0,
-                        help="multiply every epochs setting (training recipe and methods) by this, at least 1")
-    parser.add_argument("--scenario-size", type=int, default=None,
-                        help="forget-set size of rb_selective (and up) instead of the configured one")
-    parser.add_argument("--repeats", type=int, default=1, help="repeats of the two ours-vs-plain comparisons")
-    parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: runtime.num_threads)")
-    parser.add_argument("--methods", nargs="+", default=None, choices=sorted(METHODS),
-                        help="methods to time on rb_selective (default: every registered method)")
-    parser.add_argument("--ulira-workers", type=int, default=0,
-                        help="also time U-LiRA's shadow unlearning sequential vs N workers (sensible on digits)")
-    parser.add_argument("--ulira-method", default="scrub", choices=sorted(m for m, r in METHODS.items()
-                                                                           if not r.rewinds))
-    parser.add_argument("--ulira-shadows", type=int, default=None, help="number of shadows (default: ulira config)")
-    parser.add_argument("--project-root", default=None, help="folder holding conf/ (default: found)")
-    args = parser.parse_args(argv)
-    if args.repeats < 1:
-        parser.error("--repeats must be >= 1")
-    if args.epochs_scale <= 0:
-        parser.error("--epochs-scale must be > 0")
-    if args.methods and "scrub_r" in args.methods and "scrub" not in args.methods:
-        parser.error("scrub_r rewinds SCRUB's run: list scrub too")
-    return args
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    args = parse_args(argv)
-    heading, body = run_benchmark(args, argv)
-    path = write_section(args.out, heading, body)
-    say(f"wrote section '{heading[3:]}' of {path}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+def read_preset(path: str | Path) -> tuple[str, dict]:
+    """(environment, parameters) of a preset written by `python -m benchmarks --env <env> --export-preset <path>`."""
+    document = json.loads(Path(path).read_text())
+    if not isinstance(document, dict) or not isinstance(document.get("parameters"), dict):
+        raise ValueError(f"{path} is not a preset written by `python -m benchmarks --export-preset`")
+    return str(document.get("env", Path(path).stem)), document["parameters"]

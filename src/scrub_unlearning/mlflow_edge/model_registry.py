@@ -12,18 +12,19 @@ from mlflow.tracking import MlflowClient
 from safetensors.torch import load_file, save_file
 
 import scrub_unlearning
+from scrub_unlearning.models import ModelBundle
 
-SERVING_MODEL_CODE = Path(__file__).with_name("serving_model.py")
+SERVING_MODEL_CODE = Path(__file__).with_name("served_model.py")
 PIP_REQUIREMENTS = ["torch>=2.4", "safetensors>=0.4", "numpy>=1.26"]
 
 
-def register_model(model: dict, name: str, tags: dict, metrics: dict | None = None) -> str:
-    """Log `model` ({"weights", "spec"}) to the active run as a pyfunc and register it under `name`; returns the
-    new version. Tags and metrics go on the version (stringified)."""
+def register_model(model: ModelBundle, name: str, tags: dict, metrics: dict | None = None) -> str:
+    """Log `model` to the active run as a pyfunc and register it under `name`; returns the new version. Tags and
+    metrics go on the version (stringified)."""
     with tempfile.TemporaryDirectory() as folder:
         weights, spec = Path(folder) / "weights.safetensors", Path(folder) / "spec.json"
-        save_file(model["weights"], str(weights))
-        spec.write_text(json.dumps(model["spec"]))
+        save_file(model.weights, str(weights))
+        spec.write_text(json.dumps(model.spec))
         info = mlflow.pyfunc.log_model(
             name="served_model", python_model=str(SERVING_MODEL_CODE),
             artifacts={"weights": str(weights), "spec": str(spec)},
@@ -46,13 +47,14 @@ def serving_version(name: str, alias: str) -> str | None:
 
 
 def promote(name: str, version: str, alias: str) -> None:
+    """Move `alias` to `version`."""
     MlflowClient().set_registered_model_alias(name, alias, version)
 
 
-def load_registered(name: str, version: str) -> dict:
+def load_registered(name: str, version: str) -> ModelBundle:
     """Weights and spec of a registered version (downloaded artifacts; loaded with safetensors, never unpickled)."""
     with tempfile.TemporaryDirectory() as folder:
         root = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version}", dst_path=folder))
         weights = next(root.rglob("weights.safetensors"))
         spec = json.loads(next(root.rglob("spec.json")).read_text())
-        return {"weights": load_file(str(weights)), "spec": spec}
+        return ModelBundle(load_file(str(weights)), spec)

@@ -1,0 +1,38 @@
+"""`kedro run --pipelines=deletion_request`: request -> task -> unlearn -> evaluate (+ audit) -> gates -> register ->
+ledger -> report, against the serving version of the registered model."""
+
+from __future__ import annotations
+
+from kedro.pipeline import Pipeline, node
+
+from ..common import RUNTIME
+from . import nodes
+
+REQUEST = "params:deletion_request"
+
+
+def create_pipeline(ingestion: Pipeline) -> Pipeline:
+    """The deletion-request nodes after `ingestion` (the splits give the training ids and the test set)."""
+    return ingestion + Pipeline([
+        node(nodes.prepare_request, ["splits", REQUEST], "request_prepared", name="prepare_request"),
+        node(nodes.build_request_task, ["splits", "request_prepared", REQUEST], "request_task",
+             name="build_request_task"),
+        node(nodes.unlearn_request, ["request_prepared", "request_task", REQUEST, "params:registry",
+                                     "params:method_params", "params:training", RUNTIME],
+             "request_result", name="unlearn_request"),
+        node(nodes.evaluate_request, ["splits", "request_task", "request_result", REQUEST], "request_comparison",
+             name="evaluate_request"),
+        node(nodes.audit_request, ["request_prepared", "request_task", "request_result", REQUEST,
+                                   "params:method_params", "params:training", RUNTIME],
+             "request_audit", name="audit_request"),
+        node(nodes.check_gates, ["request_comparison", "request_audit", REQUEST], "request_gates",
+             name="check_gates"),
+        node(nodes.register_candidate, ["request_prepared", "request_result", "request_comparison", "request_audit",
+                                        "request_gates", "params:registry"],
+             "request_registration", name="register_candidate"),
+        node(nodes.record_request, ["request_prepared", "request_result", "request_comparison", "request_audit",
+                                    "request_gates", "request_registration", REQUEST],
+             "request_summary", name="record_request"),
+        node(nodes.build_request_report, "request_summary",
+             ["request_report", "request_report_mlflow", "request_metrics"], name="build_request_report"),
+    ], tags=["deletion_request"])

@@ -1,0 +1,25 @@
+"""Scenario tables -> the run-wide table, its summary over seeds, the Markdown, the MLflow copies, the report."""
+
+from __future__ import annotations
+
+from kedro.pipeline import Pipeline, node
+
+from ..common import seeded
+from . import nodes
+
+
+def create_pipeline(scenario_names: list[str], attacked: dict[str, list[str]] | None = None,
+                    seed: int = 1) -> Pipeline:
+    """The run-wide table over the given scenarios (per seed), its mean ± std summary over seeds, the Markdown,
+    a copy in MLflow, the `_mean`/`_std` metrics when there are several seeds, and the HTML report (with the U-LiRA
+    ROC curves of `attacked` scenarios -> models, from the first seed)."""
+    inputs = {"seeds": "params:seeds", **{name: f"{name}.metrics" for name in scenario_names}}
+    scores = {f"{scenario}__{model}": f"{seeded(scenario, seed)}.{model}_ulira_scores"
+              for scenario, models in (attacked or {}).items() for model in models}
+    return Pipeline([
+        node(nodes.build_run_table, inputs,
+             ["run_table", "run_summary", "run_table_mlflow", "run_table_markdown", "run_summary_metrics"],
+             name="build_run_table", tags=["reporting"]),
+        node(nodes.build_run_report, {"table": "run_table", **scores}, "run_report", name="build_run_report",
+             tags=["reporting"]),
+    ])

@@ -1,0 +1,138 @@
+"""Scenario nodes: the forget set, every method through the runner, U-LiRA through the attack orchestrator, one
+evaluation per model and the scenario's table. Each node unpacks parameters, calls the library and packs what the
+catalog stores."""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import pandas as pd
+import torch
+
+from ...data import Splits, TrainingSet, build_forget_set, make_task
+from ...evaluation import APPLICATION_METRICS, BASE_METRICS, compare_to_retrain, evaluate_model, gap_metrics, scale_up
+from ...evaluation.attack import ULIRA_METRICS, AttackResult, Shadows, prepare_shadows, ulira_attack
+from ...evaluation.shadows import ShadowStore
+from ...methods import method_parameters
+from ...methods.runner import MethodResult, info_row_fields, unlearner
+from ...methods.runner import run_method as run_registered_method
+from ...models import ModelBundle
+from ...reporting import roc_figure
+from ...training import configure_runtime
+
+log = logging.getLogger(__name__)
+
+
+def make_forget_set(splits: Splits, training_set: TrainingSet, scenario: dict, seed: int) -> pd.DataFrame:
+    """The scenario's forget set, as ids with trained and true labels."""
+    return build_forget_set(training_set, scenario, splits.num_classes, seed)
+
+
+def run_method(original: ModelBundle, splits: Splits, training_set: TrainingSet, forget_set: pd.DataFrame,
+               scenario: dict, method_params: dict, training: dict, runtime: dict,
+               rewound: MethodResult | None = None, *, method: str, seed: int, hand_over: bool = False):
+    """Unlearn the scenario's forget set from the Original with one registered method. Returns the model (empty
+    when the method failed: nothing is saved, the run goes on) and its info; with `hand_over`, also the result
+    itself, for the method that rewinds this one."""
+    device = configure_runtime(runtime)
+    task = make_task(splits, training_set, forget_set, scenario["application"], seed)
+    params = method_parameters(method, method_params, scenario, training)
+    log.info("%s: unlearning %d examples (%s) on %s", method, len(task.forget_y), scenario["application"], device)
+    result = run_registered_method(method, original.load(), task, params, device, rewound)
+    if result.ok:
+        log.info("%s: done in %.1f s", method, result.seconds)
+    else:
+        log.warning("%s failed: %s", method, result.failure)
+    outputs = (ModelBundle.of(result.model), result.info)
+    return (*outputs, result) if hand_over else outputs
+
+
+def train_shadow_models(original: ModelBundle, splits: Splits, training_set: TrainingSet, forget_set: pd.DataFrame,
+                        scenario: dict, ulira: dict, training: dict, runtime: dict, store: ShadowStore, *,
+                        seed: int) -> tuple[Shadows, dict]:
+    """U-LiRA's K shadows for this scenario, trained once: a shadow whose inputs did not change comes from the
+    store. Returns the shadows (in memory) and a manifest (how many were trained and reused)."""
+    device = configure_runtime(runtime)
+    task = make_task(splits, training_set, forget_set, scenario["application"], seed)
+    forget_ids = torch.as_tensor(forget_set["id"].to_numpy().copy())
+    shadows, manifest = prepare_shadows(
+        training_set, forget_ids, task.forget_classes, original.spec, training, store, device,
+        num_shadows=int(ulira["num_shadows"]), seed=seed, pool_size=ulira.get("pool_size"),
+        workers=int(ulira.get("workers") or 0), progress=log.info)
+    log.info("U-LiRA shadows: %d trained, %d reused (%.1f s)", manifest["trained"], manifest["reused"],
+             manifest["seconds"])
+    return shadows, manifest
+
+
+def attack_method(shadows: Shadows, splits: Splits, training_set: TrainingSet, forget_set: pd.DataFrame,
+                  scenario: dict, method_params: dict, training: dict, ulira: dict, runtime: dict,
+                  rewound: list | None = None, *, method: str, seed: int, hand_over: bool = False):
+    """U-LiRA against one model: every shadow unlearns its F_k with the method (Original: none), then the
+    leave-one-shadow-out attack. Returns the metrics, per-example scores and the ROC figure; with `hand_over`, also
+    the per-shadow results, for the method that rewinds this one."""
+    device = configure_runtime(runtime)
+    template = make_task(splits, training_set, forget_set, scenario["application"], seed)
+    unlearn = None
+    if method != "original":
+        unlearn = unlearner(method, method_parameters(method, method_params, scenario, training))
+    result: AttackResult = ulira_attack(
+        shadows, training_set, template, unlearn, device, seed=seed, bootstrap=int(ulira.get("bootstrap", 1000)),
+        workers=int(ulira.get("workers") or 0), rewound=rewound, name=method)
+    if result.ok:
+        metrics = result.metrics
+        log.info("U-LiRA %s: AUC %.3f [%.3f, %.3f]", method, metrics["ulira_auc"], metrics["ulira_auc_ci_low"],
+                 metrics["ulira_auc_ci_high"])
+        figure = roc_figure({method: result.scores}, title=f"U-LiRA ROC: {method}")
+    else:
+        log.warning("U-LiRA for %s failed: %s", method, result.failure)
+        figure = roc_figure({}, title=f"U-LiRA: {method} failed")
+    outputs = (result.metrics, result.scores, figure)
+    return (*outputs, result.per_shadow) if hand_over else outputs
+
+
+def _isnan(value) -> bool:
+    return isinstance(value, float) and math.isnan(value)
+
+
+def evaluate_method(model: ModelBundle, info: dict, splits: Splits, training_set: TrainingSet,
+                    forget_set: pd.DataFrame, scenario: dict, runtime: dict, retrain_row: dict | None = None,
+                    retrain_info: dict | None = None, ulira: dict | None = None, *, scenario_name: str, method: str,
+                    seed: int) -> tuple[dict, dict]:
+    """One table row for (scenario, model) and its MLflow metrics. Gaps, tug-of-war and scale-up compare with
+    Retrain's row; a failed method's metrics are NaN and its reason is kept. `ulira`: the model's U-LiRA metrics
+    (UP scenarios with `ulira.enabled`)."""
+    application = scenario["application"]
+    row = {"scenario": scenario_name, "application": application, "model": method, "seed": seed,
+           "status": info.get("status", "ok"), "failure": info.get("failure", "")}
+    if not model.present:
+        row.update({m: math.nan for m in (*BASE_METRICS, *APPLICATION_METRICS[application])})
+    else:
+        device = configure_runtime(runtime)
+        task = make_task(splits, training_set, forget_set, application, seed)
+        row.update(evaluate_model(model.load(), task, splits.x["test"], splits.y["test"], device, seed))
+    if ulira is not None:
+        row.update({k: ulira.get(k, math.nan) for k in ULIRA_METRICS})
+    if retrain_row is not None:
+        if not model.present or retrain_row["status"] != "ok":
+            row.update({f"{m}_gap": math.nan for m in gap_metrics(application)}, tow=math.nan)
+        else:
+            row.update(compare_to_retrain(row, retrain_row, application))
+        if ulira is not None and "ulira_auc" in retrain_row:
+            row["ulira_auc_gap"] = row["ulira_auc"] - retrain_row["ulira_auc"]
+    row["seconds"] = float(info.get("seconds", math.nan))
+    retrain_seconds = (retrain_info or info).get("seconds", math.nan)
+    row["scale_up"] = math.nan if method == "original" else scale_up(retrain_seconds, row["seconds"])
+    row.update(info_row_fields(method, info))
+    metrics = {
+        key: {"value": float(value), "step": seed}
+        for key, value in row.items()
+        if isinstance(value, (int, float)) and key not in ("seed", "guard_epoch") and not _isnan(value)
+    }
+    metrics["failed"] = {"value": float(row["status"] != "ok"), "step": seed}
+    return row, metrics
+
+
+def build_scenario_table(**rows: dict) -> pd.DataFrame:
+    """The scenario's rows (one per model and seed), in the order given: Original and Retrain first."""
+    return pd.DataFrame(list(rows.values()))
