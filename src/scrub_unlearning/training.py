@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .parameters import REQUIRED, Param
+from .progress import report
 
 OPTIMIZERS = ("sgd", "adam")
 SCHEDULES = ("constant", "cosine", "step")
@@ -181,11 +182,16 @@ def check_finite(model: nn.Module, loss: torch.Tensor | None, what: str) -> None
 
 def train_model(model: nn.Module, x: torch.Tensor, y: torch.Tensor, config: dict, device: torch.device,
                 seed: int, modules: list[nn.Module] | None = None, what: str = "training",
-                progress: Callable[[str], None] | None = None) -> dict:
+                extra_loss: Callable[[nn.Module, int], torch.Tensor] | None = None,
+                after_step: Callable[[nn.Module], None] | None = None) -> dict:
     """Cross-entropy training of `model` (in place) on (x, y) with `config`:
     optimizer, lr, momentum, weight_decay, epochs, batch_size, schedule (constant | cosine | step) and
     lr_decay_epochs (for step), as `RECIPE_PARAMETERS` declares them. With `modules`, only those train. Returns
-    per-epoch mean losses and seconds."""
+    per-epoch mean losses and seconds; each epoch is reported as progress of `what`.
+
+    Two optional hooks, for methods that are plain training plus one twist: `extra_loss(model, epoch)` (epoch
+    1-based) returns a term added to every step's loss (ℓ1-sparse's penalty; the reported losses include it), and
+    `after_step(model)` runs after every optimizer step (SalUn restores the weights outside its mask)."""
     schedule = config.get("schedule", "constant")
     if schedule not in SCHEDULES:
         raise ValueError(f"unknown schedule '{schedule}'; allowed are {list(SCHEDULES)}")
@@ -210,13 +216,16 @@ def train_model(model: nn.Module, x: torch.Tensor, y: torch.Tensor, config: dict
                     set_lr(optimizer, 0.5 * base_lr * (1 + math.cos(math.pi * step / total_steps)))
                 with autocast(device):
                     loss = F.cross_entropy(model(x[index]), y[index])
+                if extra_loss is not None:
+                    loss = loss + extra_loss(model, epoch)
                 epoch_loss += optimizer_step(optimizer, loss)
+                if after_step is not None:
+                    after_step(model)
                 step += 1
             mean_loss = epoch_loss / max(1, len(batches))
             check_finite(model, mean_loss, what)
             losses.append(float(mean_loss))
-            if progress is not None:
-                progress(f"{what}: epoch {epoch}/{epochs} loss {losses[-1]:.4f}")
+            report(what, epoch, epochs)
     model.eval()
     return {"epoch_losses": losses, "seconds": time.perf_counter() - start}
 

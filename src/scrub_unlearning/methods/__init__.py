@@ -14,7 +14,22 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from ..parameters import Param, check_parameters
-from . import bad_teacher, cf_k, eu_k, finetune, fisher, neggrad, neggrad_plus, retrain, scrub, scrub_r
+from . import (
+    bad_teacher,
+    cf_k,
+    eu_k,
+    finetune,
+    fisher,
+    l1_sparse,
+    neggrad,
+    neggrad_plus,
+    random_labels,
+    retrain,
+    salun,
+    scrub,
+    scrub_r,
+    ssd,
+)
 
 
 @dataclass(frozen=True)
@@ -55,6 +70,10 @@ METHODS: dict[str, Method] = {m.name: m for m in (
     Method("eu_k", eu_k.unlearn, "EU-k", from_training=("epochs",), parameters=eu_k.PARAMETERS),
     Method("fisher", fisher.unlearn, "Fisher", parameters=fisher.PARAMETERS),
     Method("bad_teacher", bad_teacher.unlearn, "Bad-Teacher", parameters=bad_teacher.PARAMETERS),
+    Method("random_labels", random_labels.unlearn, "Random Labels", parameters=random_labels.PARAMETERS),
+    Method("l1_sparse", l1_sparse.unlearn, "ℓ1-sparse", parameters=l1_sparse.PARAMETERS),
+    Method("salun", salun.unlearn, "SalUn", parameters=salun.PARAMETERS),
+    Method("ssd", ssd.unlearn, "SSD", parameters=ssd.PARAMETERS),
 )}
 REFERENCES = ("original", "retrain")
 DISPLAY_NAMES: dict[str, str] = {"original": "Original", **{name: m.display for name, m in METHODS.items()}}
