@@ -12,23 +12,27 @@ REQUEST = "params:deletion_request"
 
 
 def create_pipeline(ingestion: Pipeline) -> Pipeline:
-    """The deletion-request nodes after `ingestion` (the splits give the training ids and the test set)."""
+    """The deletion-request nodes after `ingestion` (the splits give the training ids and the test set).
+
+    Only ingestion's outputs stay in memory: every `request_*` dataset between the nodes below is a file, so a node
+    runs in its own process (`kedro run --pipelines deletion_request --nodes <ingestion nodes>,<node>`, what the
+    Airflow template does) and the nodes that need the tensors rebuild them from the splits."""
     return ingestion + Pipeline([
         node(nodes.prepare_request, ["splits", REQUEST], "request_prepared", name="prepare_request"),
         node(nodes.build_request_task, ["splits", "request_prepared", REQUEST], "request_task",
              name="build_request_task"),
-        node(nodes.unlearn_request, ["request_prepared", "request_task", REQUEST, "params:registry",
-                                     "params:method_params", "params:training", RUNTIME],
-             "request_result", name="unlearn_request"),
-        node(nodes.evaluate_request, ["splits", "request_task", "request_result", REQUEST], "request_comparison",
-             name="evaluate_request"),
-        node(nodes.audit_request, ["request_prepared", "request_task", "request_result", REQUEST,
+        node(nodes.unlearn_request, ["splits", "request_task", REQUEST, "params:registry", "params:method_params",
+                                     "params:training", RUNTIME],
+             ["request_result", "request_model_before", "request_model_after"], name="unlearn_request"),
+        node(nodes.evaluate_request, ["splits", "request_task", "request_result", "request_model_before",
+                                      "request_model_after", REQUEST], "request_comparison", name="evaluate_request"),
+        node(nodes.audit_request, ["splits", "request_task", "request_result", "request_model_before", REQUEST,
                                    "params:method_params", "params:training", RUNTIME],
              "request_audit", name="audit_request"),
         node(nodes.check_gates, ["request_comparison", "request_audit", REQUEST], "request_gates",
              name="check_gates"),
-        node(nodes.register_candidate, ["request_prepared", "request_result", "request_comparison", "request_audit",
-                                        "request_gates", "params:registry"],
+        node(nodes.register_candidate, ["request_result", "request_model_after", "request_comparison",
+                                        "request_audit", "request_gates", "params:registry"],
              "request_registration", name="register_candidate"),
         node(nodes.record_request, ["request_prepared", "request_result", "request_comparison", "request_audit",
                                     "request_gates", "request_registration", REQUEST],
