@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.config import load_parameters
 from scrub_unlearning import validation
-from scrub_unlearning.benchmark import load_parameters
 from scrub_unlearning.methods import METHODS, check_method_params, method_parameters
 from scrub_unlearning.parameters import REQUIRED, Param, check_parameters, check_value, describe
 from scrub_unlearning.training import OPTIMIZERS, RECIPE_PARAMETERS, SCHEDULES
@@ -228,7 +228,7 @@ def test_check_parameters_on_its_own():
 
 @pytest.mark.parametrize("env", ENVS)
 def test_shipped_configurations_validate(env):
-    params = load_parameters(env, CONF)
+    params = load_parameters(env, CONF.parent)
     method_params, training = params.get("method_params") or {}, params["training"]
     # every registered method (not only the listed ones) in every scenario, as it would run
     for scenario in params["scenarios"].values():
@@ -240,7 +240,7 @@ def test_shipped_configurations_validate(env):
 
 
 def test_test_env_soft_merges_over_base():
-    params = load_parameters("test", CONF)
+    params = load_parameters("test", CONF.parent)
     assert params["training"]["epochs"] == 8 and params["training"]["lr"] == 0.1
     assert params["method_params"]["scrub"]["epochs"] == 5 and params["method_params"]["scrub"]["gamma"] == 1.0
     rb_selective = params["scenarios"]["rb_selective"]

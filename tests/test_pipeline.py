@@ -7,66 +7,116 @@ from pathlib import Path
 import pytest
 from conftest import copy_project, kedro
 
+BASE_MODEL = "scrub_unlearning_digits"  # base's registered model: a test-env run must never touch it
+MODELS = ("original", "retrain", "scrub", "scrub_r", "finetune", "neggrad", "neggrad_plus", "cf_k", "eu_k", "fisher",
+          "bad_teacher")
+SCENARIOS = ("rb_class", "rb_selective", "rc", "up")
+
+
+def _client(project: Path):
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}",
+                        registry_uri=f"sqlite:///{project / 'mlflow.db'}")
+
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory) -> Path:
     root = copy_project(tmp_path_factory.mktemp("project"))
+    client = _client(root)  # base's registry as production has it: a version serving
+    client.create_registered_model(BASE_MODEL)
+    version = client.create_model_version(BASE_MODEL, source=str(root / "elsewhere"))
+    client.set_registered_model_alias(BASE_MODEL, "serving", version.version)
     result = kedro(root, "run", "--env", "test")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
     return root
 
 
 @pytest.fixture(scope="module")
-def mlflow_run(project):
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
-    experiment = client.get_experiment_by_name("scrub_unlearning")
-    runs = client.search_runs([experiment.experiment_id])
-    assert len(runs) == 1
-    return client, runs[0]
-
-
-def test_metrics_are_logged_per_scenario_model_metric(mlflow_run):
-    _, run = mlflow_run
-    metrics = run.data.metrics
-    for scenario in ("rb_class", "rb_selective", "rc", "up"):
-        for model in ("original", "retrain", "scrub", "scrub_r", "finetune", "neggrad", "neggrad_plus", "cf_k",
-                      "eu_k", "fisher", "bad_teacher"):
-            if (scenario, model) == ("rb_selective", "neggrad"):
-                continue  # made to diverge in conf/test: checked below
-            for metric in ("forget_error", "retain_error", "test_error", "val_error"):
-                assert f"{scenario}.{model}.{metric}" in metrics
-    assert "up.scrub.mia_basic" in metrics and "up.retrain.mia_basic" in metrics
-    assert "rc.scrub.ic_error_test" in metrics and "rc.original.ic_count_retain" in metrics
-    assert "rb_class.scrub.forgotten_class_test_error" in metrics
-    assert "rb_class.scrub.mia_basic" not in metrics
-    assert metrics["rb_class.scrub.forget_error"] >= metrics["rb_class.original.forget_error"] + 50
-    assert metrics["rb_class.scrub.guard_fired"] == 0
-    assert metrics["rb_selective.neggrad.failed"] == 1 and "rb_selective.neggrad.forget_error" not in metrics
-    assert "up.scrub_r.forget_error_gap" in metrics and "up.fisher.mia_basic_gap" in metrics
-    for model in ("original", "retrain", "scrub", "scrub_r", "finetune", "bad_teacher"):  # U-LiRA on up only
-        for column in ("ulira_auc", "ulira_auc_ci_low", "ulira_auc_ci_high", "ulira_acc", "ulira_seconds"):
-            assert f"up.{model}.{column}" in metrics
-    assert "up.scrub.ulira_auc_gap" in metrics and "rb_selective.scrub.ulira_auc" not in metrics
+def mlflow_runs(project):
+    client = _client(project)
+    experiment = client.get_experiment_by_name("scrub_unlearning_test")
+    runs = client.search_runs([experiment.experiment_id], max_results=1000)
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    assert len(parents) == 1, "one parent run per kedro run"
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
+    assert len(children) == len(runs) - 1
+    return client, parents[0], {(r.data.tags["scenario"], r.data.tags["method"]): r for r in children}
 
 
-def test_parameters_models_and_table_are_in_mlflow(mlflow_run):
-    client, run = mlflow_run
-    params = run.data.params
-    assert params["method_params.scrub.temperature"] == "2.0"
-    assert params["scenarios.rb_class.forget.class_id"] == "5"
-    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
-    assert {"reports", "models"} <= artifacts
-    assert "reports/run_table.csv" in {a.path for a in client.list_artifacts(run.info.run_id, "reports")}
-    scrub_files = {a.path for a in client.list_artifacts(run.info.run_id, "models/up/seed_1/scrub")}
-    assert scrub_files == {"models/up/seed_1/scrub/weights.safetensors", "models/up/seed_1/scrub/spec.json"}
-    up_models = {a.path for a in client.list_artifacts(run.info.run_id, "models/up/seed_1")}
-    assert {"models/up/seed_1/retrain", "models/up/seed_1/scrub_r", "models/up/seed_1/fisher"} <= up_models
-    clean = {a.path for a in client.list_artifacts(run.info.run_id, "models/clean/seed_1")}
-    assert clean == {"models/clean/seed_1/original"}
-    figures = {a.path for a in client.list_artifacts(run.info.run_id, "figures/up/seed_1")}
-    assert {"figures/up/seed_1/scrub_ulira_roc.png", "figures/up/seed_1/retrain_ulira_roc.png"} <= figures
+def test_one_parent_run_and_one_child_per_scenario_and_model(mlflow_runs):
+    _, parent, children = mlflow_runs
+    tags = parent.data.tags
+    assert tags["env"] == "test" and tags["pipeline"] == "default"
+    assert tags["mlflow.runName"].startswith("default · test · ")
+    assert "." not in tags.get("runner", "Sequential"), "the runner tag is a class name, not a repr"
+    assert not any("." in name for name in parent.data.metrics), "no flat <scenario>.<model>.<metric> wall"
+    assert set(children) == {(s, m) for s in SCENARIOS for m in MODELS}
+    for (scenario, method), run in children.items():
+        child = run.data.tags
+        assert child["env"] == "test" and child["scenario"] == scenario and child["method"] == method
+        assert child["seed"] == "1" and child["application"] == scenario  # digits: each scenario is its application
+        assert child["status"] in ("ok", "failed") and " · seed 1" in child["mlflow.runName"]
+
+
+def test_child_runs_hold_short_metrics_params_curves_and_artifacts(mlflow_runs):
+    client, _, children = mlflow_runs
+    for (scenario, method), run in children.items():
+        if (scenario, method) == ("rb_selective", "neggrad"):
+            continue  # made to diverge in conf/test: checked below
+        assert {"forget_error", "retain_error", "test_error", "val_error"} <= set(run.data.metrics)
+        assert run.info.status == "FINISHED" and run.data.metrics["failed"] == 0
+    assert {"mia_basic", "ulira_auc", "ulira_auc_ci_low", "ulira_auc_gap"} <= set(children["up", "scrub"].data.metrics)
+    assert {"ic_error_test", "ic_count_retain"} <= set(children["rc", "original"].data.metrics)
+    assert "forgotten_class_test_error" in children["rb_class", "scrub"].data.metrics
+    assert "mia_basic" not in children["rb_class", "scrub"].data.metrics
+    scrub = children["rb_class", "scrub"]
+    assert scrub.data.metrics["forget_error"] >= children["rb_class", "original"].data.metrics["forget_error"] + 50
+    assert scrub.data.metrics["guard_fired"] == 0 and "guard_fired" not in children["rb_class", "fisher"].data.metrics
+    failed = children["rb_selective", "neggrad"]
+    assert failed.info.status == "FAILED" and failed.data.tags["status"] == "failed"
+    assert "DivergenceError" in failed.data.tags["failure"] and failed.data.metrics["failed"] == 1
+    assert "forget_error" not in failed.data.metrics
+    # the method's parameters, and per-epoch curves with real steps
+    assert scrub.data.params["temperature"] == "2.0" and scrub.data.params["epochs"] == "5"
+    assert children["up", "retrain"].data.params["epochs"] == "8", "Retrain's parameters are the recipe"
+    history = client.get_metric_history(scrub.info.run_id, "val_error_kept")
+    assert sorted(m.step for m in history) == [0, 1, 2, 3, 4, 5], "epoch 0 = the Original, then every epoch"
+    losses = client.get_metric_history(children["up", "original"].info.run_id, "epoch_losses")
+    assert sorted(m.step for m in losses) == list(range(1, 9))
+    # weights, spec and the U-LiRA ROC on the child; nothing of the kind on the parent
+    up_scrub = children["up", "scrub"].info.run_id
+    assert {a.path for a in client.list_artifacts(up_scrub, "model")} == {"model/weights.safetensors",
+                                                                         "model/spec.json"}
+    assert {a.path for a in client.list_artifacts(up_scrub, "figures")} == {"figures/ulira_roc.png"}
+    assert client.list_artifacts(failed.info.run_id, "model") == [], "a failed method has no model"
+
+
+def test_the_parent_keeps_the_table_the_report_and_the_splits(mlflow_runs):
+    client, parent, _ = mlflow_runs
+    assert {a.path for a in client.list_artifacts(parent.info.run_id)} >= {"reports"}
+    reports = {a.path for a in client.list_artifacts(parent.info.run_id, "reports")}
+    assert {"reports/run_table.csv", "reports/report.html"} <= reports
+    assert not {"models", "figures"} & {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert parent.data.params["method_params.scrub.temperature"] == "2.0"
+    inputs = parent.inputs.dataset_inputs
+    assert [i.dataset.name for i in inputs] == ["splits (test)"]
+    assert int(parent.data.tags["split_size.train"]) > 0
+
+
+def test_a_test_env_run_leaves_base_untouched(project, mlflow_runs):
+    client, _, _ = mlflow_runs
+    base = client.get_experiment_by_name("scrub_unlearning")
+    assert base is None or not client.search_runs([base.experiment_id]), "no run in base's experiment"
+    assert [str(v.version) for v in client.search_model_versions(f"name='{BASE_MODEL}'")] == ["1"]
+    assert str(client.get_model_version_by_alias(BASE_MODEL, "serving").version) == "1"
+    own = client.get_model_version_by_alias("scrub_unlearning_test", "serving")
+    import mlflow
+
+    mlflow.set_registry_uri(f"sqlite:///{project / 'mlflow.db'}")
+    info = mlflow.models.get_model_info(f"models:/scrub_unlearning_test/{own.version}")
+    assert info.signature is not None and info.signature.inputs.to_dict()[0]["tensor-spec"]["dtype"] == "uint8"
+    assert own.tags["training"].startswith("{") and '"lr": 0.1' in own.tags["training"], "JSON, not a repr"
 
 
 def test_outputs_hold_ids_not_images_and_weights_load_safely(project):

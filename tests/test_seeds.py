@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import pandas as pd
 import pytest
 
@@ -42,8 +40,8 @@ def test_summary_is_mean_and_std_over_seeds():
     assert summary.loc["scrub", "forget_error_mean"] == 20.0
     assert summary.loc["scrub", "forget_error_std"] == pytest.approx(10.0)  # sample std over seeds
     assert summary.loc["retrain", "forget_error_std"] == 0.0 and summary.loc["scrub", "seeds"] == 3
-    _, _, _, _, metrics = build_run_table([1, 2, 3], up=table)
-    assert metrics["up.scrub.forget_error_mean"]["value"] == 20.0
-    assert math.isclose(metrics["up.scrub.forget_error_std"]["value"], 10.0)
-    _, _, _, _, single = build_run_table([1], up=table[table["seed"] == 1])
-    assert single == {}, "one seed: the per-seed metrics are the run's metrics, no _mean/_std"
+    _, built, _, markdown = build_run_table([1, 2, 3], up=table)
+    assert built.set_index("model").loc["scrub", "forget_error_mean"] == 20.0 and "forget_error_mean" in markdown
+    assert built.set_index("model").loc["scrub", "guard_fired_seeds"] == 0, "yes/no columns are counted"
+    _, _, _, single = build_run_table([1], up=table[table["seed"] == 1])
+    assert "forget_error_mean" not in single, "one seed: the table itself, no mean/std"

@@ -65,7 +65,7 @@ def create_pipelines(scenario_configs: dict, training_sets: dict, methods: list[
     registration = Pipeline([])
     if (registry_config or {}).get("enabled") and "clean" in set_pipes:
         registration = registry.create_pipeline(seeds[0])
-    attacked = {name: models for name, s in scenario_configs.items() if ulira_on and s["application"] == "up"}
+    attacked = [name for name, s in scenario_configs.items() if ulira_on and s["application"] == "up"]
     result = {
         "__default__": ingest + _concat(set_pipes.values()) + _concat(scenario_pipes.values())
         + reporting.create_pipeline(list(scenario_configs), attacked, seeds[0]) + registration,
@@ -75,8 +75,7 @@ def create_pipelines(scenario_configs: dict, training_sets: dict, methods: list[
         result["register"] = ingest + training.create_pipeline("clean", seeds[0], all_tags) + registration
     for name, scenario in scenario_configs.items():
         result[name] = (ingest + set_pipes[scenario.get("training_set", "clean")] + scenario_pipes[name]
-                        + reporting.create_pipeline([name], {k: v for k, v in attacked.items() if k == name},
-                                                    seeds[0]))
+                        + reporting.create_pipeline([name], [a for a in attacked if a == name], seeds[0]))
     return result
 
 

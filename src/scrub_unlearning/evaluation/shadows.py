@@ -28,6 +28,7 @@ from safetensors.torch import load_file, save_file
 
 from ..data import TrainingSet, UnlearningTask
 from ..models import build_model, load_model, state_dict_for_saving
+from ..progress import report
 from ..training import predict_logits, seed_everything, train_model
 from .ulira import logit_margin
 
@@ -135,12 +136,20 @@ def _init_worker() -> None:
     torch.set_num_threads(1)
 
 
-def _map(function: Callable, jobs: list[tuple], workers: int) -> list:
-    """Run `function(*job)` for every job, in order; with workers > 0 in a pool of single-threaded processes."""
+def _map(function: Callable, jobs: list[tuple], workers: int, what: str) -> list:
+    """Run `function(*job)` for every job, in order; with workers > 0 in a pool of single-threaded processes. Each
+    finished job is reported as progress of `what`."""
+    results = []
     if workers <= 0:
-        return [function(*job) for job in jobs]
+        for job in jobs:
+            results.append(function(*job))
+            report(what, len(results), len(jobs))
+        return results
     with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_init_worker) as pool:
-        return list(pool.map(function, *zip(*jobs, strict=True)))
+        for result in pool.map(function, *zip(*jobs, strict=True)):
+            results.append(result)
+            report(what, len(results), len(jobs))
+    return results
 
 
 def _train_shadow(spec: dict, x: torch.Tensor, y: torch.Tensor, recipe: dict, seed: int,
@@ -167,7 +176,7 @@ def train_shadows(training_set: TrainingSet, plan: ShadowPlan, spec: dict, recip
             jobs.append((spec, training_set.x[rows], training_set.labels[rows], recipe, plan.seeds[k], str(device)))
     if progress:
         progress(f"shadows: {plan.num_shadows - len(missing)} reused, training {len(missing)}")
-    for k, state in zip(missing, _map(_train_shadow, jobs, workers), strict=True):
+    for k, state in zip(missing, _map(_train_shadow, jobs, workers, "shadows trained"), strict=True):
         store.put(keys[k], state)
         states[k] = state
     manifest = {"keys": keys, "trained": len(missing), "reused": plan.num_shadows - len(missing),
@@ -202,5 +211,5 @@ def unlearned_margins(unlearn: Callable | None, states: list[dict], spec: dict, 
          rewound[k] if rewound else None)
         for k in range(plan.num_shadows)
     ]
-    results = _map(_unlearn_shadow, jobs, workers)
+    results = _map(_unlearn_shadow, jobs, workers, "shadows unlearned" if unlearn else "shadows scored")
     return np.stack([phi for phi, _ in results]), [result for _, result in results]

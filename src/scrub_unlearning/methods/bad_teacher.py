@@ -26,6 +26,7 @@ from torch import nn
 from ..data import UnlearningTask
 from ..models import build_model
 from ..parameters import Param, check_parameters
+from ..progress import report
 from ..training import (
     autocast,
     batch_indices,
@@ -88,6 +89,7 @@ def unlearn(original: nn.Module, task: UnlearningTask, params: dict, device: tor
         mean_loss = total / max(1, len(batches))
         check_finite(student, mean_loss, f"bad_teacher epoch {epoch}")
         losses.append(float(mean_loss))
+        report("bad_teacher", epoch, int(params["epochs"]))
     student.eval()
     info = {
         "epoch_losses": losses,

@@ -8,34 +8,54 @@ import tempfile
 from pathlib import Path
 
 import mlflow
+import numpy as np
+import torch
+from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
 from safetensors.torch import load_file, save_file
 
 import scrub_unlearning
 from scrub_unlearning.models import ModelBundle
+from scrub_unlearning.training import predict_logits
 
 SERVING_MODEL_CODE = Path(__file__).with_name("served_model.py")
 PIP_REQUIREMENTS = ["torch>=2.4", "safetensors>=0.4", "numpy>=1.26"]
 
 
-def register_model(model: ModelBundle, name: str, tags: dict, metrics: dict | None = None) -> str:
-    """Log `model` to the active run as a pyfunc and register it under `name`; returns the new version. Tags and
-    metrics go on the version (stringified)."""
+def register_model(model: ModelBundle, name: str, tags: dict, metrics: dict | None = None,
+                   input_example: np.ndarray | None = None) -> str:
+    """Log `model` to the active run as a pyfunc and register it under `name`; returns the new version. With
+    `input_example` (uint8 images the model may show, never forgotten ones), the version carries it and the
+    signature inferred from the model's predictions on it. Tags and metrics go on the version, as readable strings
+    (dicts and lists as JSON)."""
     with tempfile.TemporaryDirectory() as folder:
         weights, spec = Path(folder) / "weights.safetensors", Path(folder) / "spec.json"
         save_file(model.weights, str(weights))
         spec.write_text(json.dumps(model.spec))
+        signature = None
+        if input_example is not None:
+            predictions = predict_logits(model.load(), torch.as_tensor(input_example)).argmax(dim=1).numpy()
+            signature = infer_signature(input_example, predictions)
         info = mlflow.pyfunc.log_model(
             name="served_model", python_model=str(SERVING_MODEL_CODE),
             artifacts={"weights": str(weights), "spec": str(spec)},
             code_paths=[str(Path(scrub_unlearning.__file__).parent)], pip_requirements=PIP_REQUIREMENTS,
-            registered_model_name=name,
+            registered_model_name=name, signature=signature, input_example=input_example,
         )
     version = str(info.registered_model_version)
     client = MlflowClient()
     for key, value in {**tags, **{f"metric.{k}": v for k, v in (metrics or {}).items()}}.items():
-        client.set_model_version_tag(name, version, key, str(value))
+        text = json.dumps(value) if isinstance(value, (dict, list, tuple)) else str(value)
+        client.set_model_version_tag(name, version, key, text)
     return version
+
+
+def input_example_of(name: str, version: str) -> np.ndarray | None:
+    """The input example a registered version was logged with (None when it has none)."""
+    with tempfile.TemporaryDirectory() as folder:
+        local = mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version}", dst_path=folder)
+        example = mlflow.models.Model.load(local).load_input_example(local)
+        return None if example is None else np.asarray(example)
 
 
 def serving_version(name: str, alias: str) -> str | None:

@@ -12,6 +12,7 @@ from ...models import ModelBundle
 from ...training import model_error
 
 log = logging.getLogger(__name__)
+INPUT_EXAMPLE_SIZE = 4
 
 
 def register_original(original: ModelBundle, splits: Splits, split_table: pd.DataFrame, dataset: dict,
@@ -23,9 +24,10 @@ def register_original(original: ModelBundle, splits: Splits, split_table: pd.Dat
                "test_error": model_error(model, splits.x["test"], splits.y["test"])}
     data_version = pd.util.hash_pandas_object(split_table, index=False).sum()
     tags = {"role": "original", "dataset": dataset.get("source"),
-            "data_version": f"{int(data_version) & (2**63 - 1):x}", "training": str(training)}
+            "data_version": f"{int(data_version) & (2**63 - 1):x}", "training": training}
     name, alias = registry_config["model_name"], registry_config.get("alias", "serving")
-    version = model_registry.register_model(original, name, tags, metrics)
+    example = splits.x["test"][:INPUT_EXAMPLE_SIZE].numpy()  # test images: never in a forget set
+    version = model_registry.register_model(original, name, tags, metrics, input_example=example)
     rule = registry_config.get("serve_original", "if_none")
     if rule == "always" or (rule == "if_none" and model_registry.serving_version(name, alias) is None):
         model_registry.promote(name, version, alias)

@@ -2,18 +2,12 @@
 
 from __future__ import annotations
 
-import math
-
 import pandas as pd
 
 from ...reporting import run_report
 
 KEYS = ["scenario", "application", "model"]
 NOT_SUMMARISED = (*KEYS, "seed", "status", "failure")
-
-
-def _isnan(value) -> bool:
-    return isinstance(value, float) and math.isnan(value)
 
 
 def _is_flag(column: pd.Series) -> bool:
@@ -41,29 +35,20 @@ def summarise_seeds(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def build_run_table(seeds: list, **scenario_tables: pd.DataFrame):
-    """The run-wide table (one row per scenario, model and seed), printed, with its Markdown; with several seeds
-    also the mean ± std summary and its MLflow metrics `<scenario>.<model>.<metric>_mean|_std`."""
+    """The run-wide table (one row per scenario, model and seed), printed, with its Markdown, a copy for MLflow,
+    and the mean ± std summary over seeds (in MLflow: one child run per scenario and model, tagged `seed: all`)."""
     table = pd.concat(list(scenario_tables.values()), ignore_index=True)
     table["failure"] = table["failure"].fillna("")  # CSV reads an empty reason back as NaN
     summary = summarise_seeds(table)
-    metrics = {}
-    if len(seeds) > 1:
-        for record in summary.to_dict("records"):
-            for column, value in record.items():
-                if column.endswith(("_mean", "_std")) and not _isnan(value):
-                    metrics[f"{record['scenario']}.{record['model']}.{column}"] = {"value": float(value), "step": 0}
     shown = table if len(seeds) == 1 else summary
     markdown = shown.to_markdown(index=False, floatfmt=".2f")
     print(f"\nRun-wide table (seeds {seeds}{'' if len(seeds) == 1 else ': mean and std over seeds'}):\n{markdown}\n")
-    return table, summary, table, markdown, metrics
+    return table, summary, table, markdown
 
 
 def build_run_report(table: pd.DataFrame, **scores: pd.DataFrame) -> str:
     """The run's HTML report: per scenario the forget-vs-test view, metric bars against Retrain, U-LiRA ROC curves
-    (`<scenario>__<model>` score tables) and the table."""
-    by_scenario: dict[str, dict[str, pd.DataFrame]] = {}
-    for key, frame in scores.items():
-        scenario, model = key.split("__", 1)
-        if len(frame):
-            by_scenario.setdefault(scenario, {})[model] = frame
+    (per attacked scenario, its score table with a `model` column) and the table."""
+    by_scenario = {scenario: {str(model): rows for model, rows in frame.groupby("model", sort=False)}
+                   for scenario, frame in scores.items() if len(frame)}
     return run_report(table, "Unlearning run", scores_by_scenario=by_scenario or None)

@@ -8,17 +8,15 @@ from ..common import seeded
 from . import nodes
 
 
-def create_pipeline(scenario_names: list[str], attacked: dict[str, list[str]] | None = None,
-                    seed: int = 1) -> Pipeline:
+def create_pipeline(scenario_names: list[str], attacked: list[str] | None = None, seed: int = 1) -> Pipeline:
     """The run-wide table over the given scenarios (per seed), its mean ± std summary over seeds, the Markdown,
-    a copy in MLflow, the `_mean`/`_std` metrics when there are several seeds, and the HTML report (with the U-LiRA
-    ROC curves of `attacked` scenarios -> models, from the first seed)."""
+    a copy in MLflow, and the HTML report (with the U-LiRA ROC curves of the `attacked` scenarios, from the
+    first seed)."""
     inputs = {"seeds": "params:seeds", **{name: f"{name}.metrics" for name in scenario_names}}
-    scores = {f"{scenario}__{model}": f"{seeded(scenario, seed)}.{model}_ulira_scores"
-              for scenario, models in (attacked or {}).items() for model in models}
+    scores = {scenario: f"{seeded(scenario, seed)}.ulira_scores" for scenario in attacked or []}
     return Pipeline([
         node(nodes.build_run_table, inputs,
-             ["run_table", "run_summary", "run_table_mlflow", "run_table_markdown", "run_summary_metrics"],
+             ["run_table", "run_summary", "run_table_mlflow", "run_table_markdown"],
              name="build_run_table", tags=["reporting"]),
         node(nodes.build_run_report, {"table": "run_table", **scores}, "run_report", name="build_run_report",
              tags=["reporting"]),

@@ -18,7 +18,6 @@ from ...methods import method_parameters
 from ...methods.runner import MethodResult, info_row_fields, unlearner
 from ...methods.runner import run_method as run_registered_method
 from ...models import ModelBundle
-from ...reporting import roc_figure
 from ...training import configure_runtime
 
 log = logging.getLogger(__name__)
@@ -33,8 +32,8 @@ def run_method(original: ModelBundle, splits: Splits, training_set: TrainingSet,
                scenario: dict, method_params: dict, training: dict, runtime: dict,
                rewound: MethodResult | None = None, *, method: str, seed: int, hand_over: bool = False):
     """Unlearn the scenario's forget set from the Original with one registered method. Returns the model (empty
-    when the method failed: nothing is saved, the run goes on) and its info; with `hand_over`, also the result
-    itself, for the method that rewinds this one."""
+    when the method failed: nothing is saved, the run goes on) and its info (with the parameters it ran with); with
+    `hand_over`, also the result itself, for the method that rewinds this one."""
     device = configure_runtime(runtime)
     task = make_task(splits, training_set, forget_set, scenario["application"], seed)
     params = method_parameters(method, method_params, scenario, training)
@@ -44,7 +43,7 @@ def run_method(original: ModelBundle, splits: Splits, training_set: TrainingSet,
         log.info("%s: done in %.1f s", method, result.seconds)
     else:
         log.warning("%s failed: %s", method, result.failure)
-    outputs = (ModelBundle.of(result.model), result.info)
+    outputs = (ModelBundle.of(result.model), {**result.info, "parameters": params})
     return (*outputs, result) if hand_over else outputs
 
 
@@ -69,8 +68,8 @@ def attack_method(shadows: Shadows, splits: Splits, training_set: TrainingSet, f
                   scenario: dict, method_params: dict, training: dict, ulira: dict, runtime: dict,
                   rewound: list | None = None, *, method: str, seed: int, hand_over: bool = False):
     """U-LiRA against one model: every shadow unlearns its F_k with the method (Original: none), then the
-    leave-one-shadow-out attack. Returns the metrics, per-example scores and the ROC figure; with `hand_over`, also
-    the per-shadow results, for the method that rewinds this one."""
+    leave-one-shadow-out attack. Returns the metrics and the per-example scores (the model's MLflow child run draws
+    its ROC from them); with `hand_over`, also the per-shadow results, for the method that rewinds this one."""
     device = configure_runtime(runtime)
     template = make_task(splits, training_set, forget_set, scenario["application"], seed)
     unlearn = None
@@ -83,25 +82,26 @@ def attack_method(shadows: Shadows, splits: Splits, training_set: TrainingSet, f
         metrics = result.metrics
         log.info("U-LiRA %s: AUC %.3f [%.3f, %.3f]", method, metrics["ulira_auc"], metrics["ulira_auc_ci_low"],
                  metrics["ulira_auc_ci_high"])
-        figure = roc_figure({method: result.scores}, title=f"U-LiRA ROC: {method}")
     else:
         log.warning("U-LiRA for %s failed: %s", method, result.failure)
-        figure = roc_figure({}, title=f"U-LiRA: {method} failed")
-    outputs = (result.metrics, result.scores, figure)
+    outputs = (result.metrics, result.scores)
     return (*outputs, result.per_shadow) if hand_over else outputs
 
 
-def _isnan(value) -> bool:
-    return isinstance(value, float) and math.isnan(value)
+def collect_ulira_scores(**scores: pd.DataFrame) -> pd.DataFrame:
+    """Every model's per-example U-LiRA scores of this scenario and seed in one table (column `model`), for the
+    report."""
+    frames = [frame.assign(model=model) for model, frame in scores.items() if len(frame)]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["model", "member", "score"])
 
 
 def evaluate_method(model: ModelBundle, info: dict, splits: Splits, training_set: TrainingSet,
                     forget_set: pd.DataFrame, scenario: dict, runtime: dict, retrain_row: dict | None = None,
                     retrain_info: dict | None = None, ulira: dict | None = None, *, scenario_name: str, method: str,
-                    seed: int) -> tuple[dict, dict]:
-    """One table row for (scenario, model) and its MLflow metrics. Gaps, tug-of-war and scale-up compare with
-    Retrain's row; a failed method's metrics are NaN and its reason is kept. `ulira`: the model's U-LiRA metrics
-    (UP scenarios with `ulira.enabled`)."""
+                    seed: int) -> dict:
+    """One table row for (scenario, model); the model's MLflow child run is made from it. Gaps, tug-of-war and
+    scale-up compare with Retrain's row; a failed method's metrics are NaN and its reason is kept. `ulira`: the
+    model's U-LiRA metrics (UP scenarios with `ulira.enabled`)."""
     application = scenario["application"]
     row = {"scenario": scenario_name, "application": application, "model": method, "seed": seed,
            "status": info.get("status", "ok"), "failure": info.get("failure", "")}
@@ -124,13 +124,7 @@ def evaluate_method(model: ModelBundle, info: dict, splits: Splits, training_set
     retrain_seconds = (retrain_info or info).get("seconds", math.nan)
     row["scale_up"] = math.nan if method == "original" else scale_up(retrain_seconds, row["seconds"])
     row.update(info_row_fields(method, info))
-    metrics = {
-        key: {"value": float(value), "step": seed}
-        for key, value in row.items()
-        if isinstance(value, (int, float)) and key not in ("seed", "guard_epoch") and not _isnan(value)
-    }
-    metrics["failed"] = {"value": float(row["status"] != "ok"), "step": seed}
-    return row, metrics
+    return row
 
 
 def build_scenario_table(**rows: dict) -> pd.DataFrame:

@@ -46,11 +46,14 @@ def create_pipeline(name: str, scenario: dict, methods: list[str], seed: int, al
             inputs = ["shadows", *SHARED, "params:method_params", "params:training", "params:ulira", RUNTIME]
             if rewinds:
                 inputs.append(f"{rewinds}_shadow_results")
-            outputs = [f"{model}_ulira", f"{model}_ulira_scores", f"{model}_ulira_roc"]
+            outputs = [f"{model}_ulira", f"{model}_ulira_scores"]
             if hand_over:
                 outputs.append(f"{model}_shadow_results")
             template_nodes.append(node(bind(nodes.attack_method, method=model, seed=seed, hand_over=hand_over),
                                        inputs, outputs, name=f"attack_{model}", tags=_tags(model, methods, all_tags)))
+    if with_ulira:
+        template_nodes.append(node(nodes.collect_ulira_scores, {m: f"{m}_ulira_scores" for m in models},
+                                   "ulira_scores", name="collect_ulira_scores", tags=["reporting"]))
     for model in models:
         inputs = {"model": f"{model}_model", "info": f"{model}_info", "splits": "splits",
                   "training_set": "training_set", "forget_set": "forget_set", "scenario": "params:scenario",
@@ -61,7 +64,7 @@ def create_pipeline(name: str, scenario: dict, methods: list[str], seed: int, al
             inputs["ulira"] = f"{model}_ulira"
         template_nodes.append(node(
             bind(nodes.evaluate_method, scenario_name=name, method=model, seed=seed), inputs,
-            [f"{model}_row", f"{model}_mlflow"], name=f"evaluate_{model}",
+            f"{model}_row", name=f"evaluate_{model}",
             tags=all_tags if model in ("original", "retrain") else [f"method.{model}"]))
     training_set = seeded(scenario.get("training_set", "clean"), seed)
     return Pipeline(

@@ -29,5 +29,6 @@ def train_original(splits: Splits, training_set: TrainingSet, model: dict, train
     seed_everything(seed)
     network = build_model(spec)
     info = train_model(network, training_set.x, training_set.labels, training, device, seed,
-                       what=f"original {training_set.name}", progress=log.info)
-    return ModelBundle.of(network), {"seconds": info["seconds"], "epoch_losses": info["epoch_losses"], "status": "ok"}
+                       what=f"original {training_set.name}")
+    return ModelBundle.of(network), {"seconds": info["seconds"], "epoch_losses": info["epoch_losses"], "status": "ok",
+                                     "parameters": training}

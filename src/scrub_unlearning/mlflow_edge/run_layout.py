@@ -1,0 +1,215 @@
+"""The MLflow layout users read (docs/design.md §4): kedro-mlflow opens one parent run per `kedro run`; this hook
+names it `<pipeline> · <env> · <date>`, tags it readably, logs the splits as a dataset input (ids and labels, never
+pixels), and opens one child run per (scenario, seed, model) when that model's evaluation node has run:
+
+- tags `env`, `scenario`, `application`, `method`, `seed`, `status` (and `failure`), named `<scenario> · <Method> ·
+  seed <n>`;
+- short metric names (`forget_error`, `test_error`, `mia_basic`, `ulira_auc`, ...), per-epoch curves with real
+  steps (training loss, SCRUB's max/min loss and kept-class validation error);
+- the method's parameters as params; its weights and spec, and its U-LiRA ROC figure, as artifacts;
+- the forget set's size as a tag (its ids stay in the catalog, `data/03_primary/`).
+
+With several seeds, one more child per (scenario, model) tagged `seed: all` holds the `<metric>_mean`/`_std` over
+seeds. The run-wide table and the report stay on the parent. Child runs are made with `MlflowClient` (not the
+fluent API), so the parent stays the active run for kedro-mlflow's datasets, under any runner.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import logging
+import math
+import tempfile
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+from kedro.framework.hooks import hook_impl
+from mlflow.tracking import MlflowClient
+from safetensors.torch import save_file
+
+from ..methods import DISPLAY_NAMES
+from ..models import ModelBundle
+from ..reporting import roc_figure
+
+log = logging.getLogger(__name__)
+NOT_METRICS = ("seed", "guard_epoch")
+
+
+def _label(model: str) -> str:
+    return DISPLAY_NAMES.get(model, model)
+
+
+def _number(value) -> float | None:
+    if isinstance(value, bool):
+        return float(value)
+    if isinstance(value, (int, float)) and not (isinstance(value, float) and math.isnan(value)):
+        return float(value)
+    return None
+
+
+def row_metrics(row: dict) -> dict[str, float]:
+    """The row's numbers under their short names (NaN left out), plus `failed` (0/1)."""
+    metrics = {k: _number(v) for k, v in row.items() if k not in NOT_METRICS}
+    metrics = {k: v for k, v in metrics.items() if v is not None}
+    metrics["failed"] = float(row.get("status", "ok") != "ok")
+    if _number(row.get("guard_epoch")) is not None:
+        metrics["guard_epoch"] = float(row["guard_epoch"])
+    return metrics
+
+
+def curves(info: dict) -> dict[str, list[tuple[int, float]]]:
+    """Per-epoch curves in a method's info: lists of numbers (step = epoch, from 1) and a trajectory of per-epoch
+    records (step = the record's epoch; every numeric field)."""
+    out: dict[str, list[tuple[int, float]]] = {}
+    for key, value in info.items():
+        if not isinstance(value, list) or not value:
+            continue
+        if all(_number(v) is not None for v in value):
+            out[key] = [(step, float(v)) for step, v in enumerate(value, start=1)]
+        elif all(isinstance(v, dict) and "epoch" in v for v in value):
+            for record in value:
+                for field, v in record.items():
+                    if field != "epoch" and not isinstance(v, bool) and _number(v) is not None:
+                        out.setdefault(field, []).append((int(record["epoch"]), float(v)))
+    return out
+
+
+def _flat_params(params: dict, prefix: str = "") -> dict[str, str]:
+    flat = {}
+    for key, value in (params or {}).items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(_flat_params(value, f"{name}."))
+        else:
+            flat[name] = json.dumps(value) if isinstance(value, (list, tuple)) else str(value)
+    return flat
+
+
+class MlflowRunLayoutHook:
+    def __init__(self) -> None:
+        self._env = "local"
+
+    @hook_impl
+    def after_context_created(self, context) -> None:
+        self._env = context.env or "local"
+
+    @hook_impl(trylast=True)
+    def before_pipeline_run(self, run_params, pipeline, catalog) -> None:
+        run = mlflow.active_run()
+        if run is None:
+            return
+        names = run_params.get("pipeline_names") or [run_params.get("pipeline_name") or "__default__"]
+        pipeline_name = "+".join(n if n != "__default__" else "default" for n in names)
+        when = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
+        tags = {"mlflow.runName": f"{pipeline_name} · {self._env} · {when}", "env": self._env,
+                "pipeline": pipeline_name, "kind": "run"}
+        runner = run_params.get("runner")
+        if runner:  # kedro-mlflow writes the runner's repr; a class name reads better
+            tags["runner"] = str(runner).strip("<>").split(" ")[0].rsplit(".", 1)[-1]
+        client = MlflowClient()
+        for key, value in tags.items():
+            client.set_tag(run.info.run_id, key, value)
+
+    @hook_impl
+    def after_node_run(self, node, catalog, inputs, outputs, is_async, run_id) -> None:
+        parent = mlflow.active_run()
+        if parent is None:
+            return
+        short = node.name.rsplit(".", 1)[-1]
+        if short == "split_dataset":
+            self._log_splits(outputs)
+        elif short.startswith("evaluate_"):
+            self._log_model_run(parent.info, node, catalog, inputs, outputs)
+        elif short == "build_run_table":
+            self._log_seed_summaries(parent.info, outputs)
+
+    # --- pieces ----------------------------------------------------------------------------------------------
+
+    def _log_splits(self, outputs: dict) -> None:
+        """The splits as the parent run's dataset input: ids, labels and split names (digest included), never
+        pixels; split sizes as tags."""
+        table = next((v for k, v in outputs.items() if k.endswith("split_table")), None)
+        if not isinstance(table, pd.DataFrame):
+            return
+        mlflow.log_input(mlflow.data.from_pandas(table, name=f"splits ({self._env})"), context="splits")
+        if "split" in table:
+            for split, count in table["split"].value_counts().items():
+                mlflow.set_tag(f"split_size.{split}", int(count))
+
+    def _child(self, parent, name: str, tags: dict) -> str:
+        client = MlflowClient()
+        child = client.create_run(parent.experiment_id, run_name=name,
+                                  tags={"mlflow.parentRunId": parent.run_id, "env": self._env, **tags})
+        return child.info.run_id
+
+    def _log_model_run(self, parent, node, catalog, inputs: dict, outputs: dict) -> None:
+        row = next((v for k, v in outputs.items() if k.endswith("_row")), None)
+        if not isinstance(row, dict):
+            return
+        info = next((v for k, v in inputs.items() if k.endswith("_info")), {}) or {}
+        bundle = next((v for k, v in inputs.items() if k.endswith("_model")), None)
+        forget = next((v for k, v in inputs.items() if k.endswith("forget_set")), None)
+        model, scenario, seed = str(row["model"]), str(row["scenario"]), int(row["seed"])
+        status = str(row.get("status", "ok"))
+        tags = {"scenario": scenario, "application": str(row.get("application", "")), "method": model,
+                "seed": str(seed), "status": status, "kind": "model"}
+        if row.get("failure"):
+            tags["failure"] = str(row["failure"])[:4000]
+        run_id = self._child(parent, f"{scenario} · {_label(model)} · seed {seed}", tags)
+        client = MlflowClient()
+        try:
+            params = _flat_params(info.get("parameters") or {})
+            for key, value in params.items():
+                client.log_param(run_id, key, value[:6000])
+            for key, value in row_metrics(row).items():
+                client.log_metric(run_id, key, value, step=0)
+            for key, points in curves(info).items():
+                for step, value in points:
+                    client.log_metric(run_id, key, value, step=step)
+            with tempfile.TemporaryDirectory() as folder:
+                if isinstance(bundle, ModelBundle) and bundle.present:
+                    save_file(bundle.weights, str(Path(folder) / "weights.safetensors"))
+                    (Path(folder) / "spec.json").write_text(json.dumps(bundle.spec, indent=2))
+                    client.log_artifact(run_id, str(Path(folder) / "weights.safetensors"), "model")
+                    client.log_artifact(run_id, str(Path(folder) / "spec.json"), "model")
+                scores = self._scores(node, model, catalog)
+                if scores is not None and len(scores):
+                    figure = roc_figure({model: scores}, title=f"U-LiRA ROC: {scenario} · {_label(model)}")
+                    figure.savefig(Path(folder) / "ulira_roc.png", dpi=110)
+                    client.log_artifact(run_id, str(Path(folder) / "ulira_roc.png"), "figures")
+            if isinstance(forget, pd.DataFrame) and "id" in forget:
+                client.set_tag(run_id, "forget_size", str(len(forget)))
+            client.set_terminated(run_id, "FINISHED" if status == "ok" else "FAILED")
+        except Exception:
+            client.set_terminated(run_id, "FAILED")
+            raise
+
+    @staticmethod
+    def _scores(node, model: str, catalog) -> pd.DataFrame | None:
+        name = f"{node.namespace}.{model}_ulira_scores" if node.namespace else f"{model}_ulira_scores"
+        try:
+            if name not in catalog:
+                return None
+            return catalog.load(name)
+        except Exception:  # no U-LiRA for this scenario, or nothing saved
+            return None
+
+    def _log_seed_summaries(self, parent, outputs: dict) -> None:
+        summary = next((v for k, v in outputs.items() if k.endswith("run_summary")), None)
+        if not isinstance(summary, pd.DataFrame) or summary.empty or summary["seeds"].max() < 2:
+            return
+        client = MlflowClient()
+        for record in summary.to_dict("records"):
+            model, scenario = str(record["model"]), str(record["scenario"])
+            run_id = self._child(parent, f"{scenario} · {_label(model)} · {int(record['seeds'])} seeds",
+                                 {"scenario": scenario, "application": str(record.get("application", "")),
+                                  "method": model, "seed": "all", "kind": "seed summary",
+                                  "status": "ok" if not record.get("failed_seeds") else "failed"})
+            for key, value in record.items():
+                if key.endswith(("_mean", "_std", "_seeds")) or key in ("seeds", "failed_seeds"):
+                    number = _number(value)
+                    if number is not None:
+                        client.log_metric(run_id, key, number, step=0)
+            client.set_terminated(run_id, "FINISHED")
