@@ -111,6 +111,8 @@ class MlflowRunLayoutHook:
         client = MlflowClient()
         for key, value in tags.items():
             client.set_tag(run.info.run_id, key, value)
+        # the UI opens a model-training experiment on its runs table, not on the GenAI (traces) overview
+        client.set_experiment_tag(run.info.experiment_id, "mlflow.experimentKind", "custom_model_development")
 
     @hook_impl
     def after_node_run(self, node, catalog, inputs, outputs, is_async, run_id) -> None:
