@@ -22,12 +22,10 @@ WEIGHTS, SPEC = "weights.safetensors", "spec.json"
 
 
 class ModelDataset(AbstractDataset[ModelBundle, ModelBundle]):
-    """Save/load a `ModelBundle`; with `artifact_path`, also log both files to the active MLflow run under that
-    path."""
+    """Save/load a `ModelBundle` as a folder. (Its MLflow copy goes to the model's child run: `run_layout`.)"""
 
-    def __init__(self, path: str, artifact_path: str | None = None, metadata: dict | None = None) -> None:
+    def __init__(self, path: str, metadata: dict | None = None) -> None:
         self._path = Path(path)
-        self._artifact_path = artifact_path
         self.metadata = metadata
 
     def load(self) -> ModelBundle:
@@ -44,17 +42,12 @@ class ModelDataset(AbstractDataset[ModelBundle, ModelBundle]):
         self._path.mkdir(parents=True)
         save_file(data.weights, str(self._path / WEIGHTS))
         (self._path / SPEC).write_text(json.dumps(data.spec, indent=2))
-        if self._artifact_path:
-            import mlflow
-
-            if mlflow.active_run() is not None:
-                mlflow.log_artifacts(str(self._path), self._artifact_path)
 
     def _exists(self) -> bool:
         return (self._path / SPEC).is_file()
 
     def _describe(self) -> dict[str, Any]:
-        return {"path": str(self._path), "artifact_path": self._artifact_path}
+        return {"path": str(self._path)}
 
 
 class ShadowStoreDataset(AbstractDataset[ShadowStore, ShadowStore]):
