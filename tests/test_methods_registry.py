@@ -11,8 +11,8 @@ import torch
 from scrub_unlearning.evaluation import compare_to_retrain, scale_up
 from scrub_unlearning.methods import METHODS, check_method_names, get_method, scrub, scrub_r
 from scrub_unlearning.methods.runner import MethodResult
+from scrub_unlearning.pipelines.originals.nodes import train_original
 from scrub_unlearning.pipelines.scenarios import nodes
-from scrub_unlearning.pipelines.training.nodes import train_original
 from scrub_unlearning.training import model_error
 
 CPU = torch.device("cpu")

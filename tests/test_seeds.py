@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from scrub_unlearning.pipeline_registry import create_pipelines
-from scrub_unlearning.pipelines.reporting.nodes import build_run_table, summarise_seeds
+from scrub_unlearning.pipelines.summary.nodes import build_run_table, summarise_seeds
 
 SCENARIOS = {"up": {"application": "up", "training_set": "clean", "forget": {"class_id": 5, "size": 30}},
              "rc": {"application": "rc", "training_set": "rc_confused"}}

@@ -17,7 +17,7 @@ from kedro.config import OmegaConfigLoader
 from kedro.pipeline import Pipeline
 
 from .methods import REFERENCES
-from .pipelines import deletion_request, ingestion, registry, reporting, scenarios, training
+from .pipelines import deletion_request, ingestion, originals, registry, scenarios, summary
 from .validation import check_config
 
 _config_loader = None
@@ -53,7 +53,7 @@ def create_pipelines(scenario_configs: dict, training_sets: dict, methods: list[
     all_tags = [f"method.{m}" for m in [*REFERENCES, *methods]]
     ingest = Pipeline(ingestion.create_pipeline(), tags=all_tags)
     used_sets = sorted({s.get("training_set", "clean") for s in scenario_configs.values()})
-    set_pipes = {ts: _concat(training.create_pipeline(ts, seed, all_tags) for seed in seeds) for ts in used_sets}
+    set_pipes = {ts: _concat(originals.create_pipeline(ts, seed, all_tags) for seed in seeds) for ts in used_sets}
     ulira_on = bool((ulira or {}).get("enabled"))
     models = [*REFERENCES, *methods]
     scenario_pipes = {
@@ -68,14 +68,14 @@ def create_pipelines(scenario_configs: dict, training_sets: dict, methods: list[
     attacked = [name for name, s in scenario_configs.items() if ulira_on and s["application"] == "up"]
     result = {
         "__default__": ingest + _concat(set_pipes.values()) + _concat(scenario_pipes.values())
-        + reporting.create_pipeline(list(scenario_configs), attacked, seeds[0]) + registration,
+        + summary.create_pipeline(list(scenario_configs), attacked, seeds[0]) + registration,
         "deletion_request": deletion_request.create_pipeline(ingestion.create_pipeline()),
     }
     if registration:
-        result["register"] = ingest + training.create_pipeline("clean", seeds[0], all_tags) + registration
+        result["register"] = ingest + originals.create_pipeline("clean", seeds[0], all_tags) + registration
     for name, scenario in scenario_configs.items():
         result[name] = (ingest + set_pipes[scenario.get("training_set", "clean")] + scenario_pipes[name]
-                        + reporting.create_pipeline([name], [a for a in attacked if a == name], seeds[0]))
+                        + summary.create_pipeline([name], [a for a in attacked if a == name], seeds[0]))
     return result
 
 
