@@ -88,7 +88,7 @@ def _pending(incoming: Path) -> list[Path]:
 
 class Project:
     """The project's configuration as `kedro run --env <env>` sees it, read without opening a session, and the
-    training ids (the dataset loaded and split once, only when a request needs checking)."""
+    training ids (the dataset loaded and split once, when the first request is screened)."""
 
     def __init__(self, root: Path, env: str | None) -> None:
         from kedro.framework.project import settings
@@ -132,15 +132,11 @@ class Project:
 def serve_one(path: Path, project: Project, done: Path, failed: Path,
               run: Callable[[Path], None] | None = None) -> bool:
     """Serve one request file; True when it ended in `done`."""
-    from .serving import read_request, validate_request
+    from .pipelines.deletion_request.nodes import screen_request
 
     run = run or project.run
     try:
-        request = read_request(path)
-        ledger = project.ledger()
-        earlier = ledger.find(request.request_id, request.ids)
-        if earlier is None:
-            validate_request(request, project.training_ids(), ledger.forgotten_ids(request.ids))
+        request, earlier = screen_request(path, project.ledger(), project.training_ids())
     except (ValueError, TypeError, OSError) as error:
         _fail(path, failed, str(error))
         return False

@@ -230,6 +230,21 @@ def train_model(model: nn.Module, x: torch.Tensor, y: torch.Tensor, config: dict
     return {"epoch_losses": losses, "seconds": time.perf_counter() - start}
 
 
+def batch_loss_gradients(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int,
+                         device: torch.device) -> Iterator[tuple[dict[str, torch.Tensor], int]]:
+    """For each batch of (x, y), in order: name -> gradient of the batch-mean cross-entropy, and the batch's size.
+    Eval mode (BatchNorm statistics untouched), fp32, nothing stored in `.grad`; the data moves to the device once.
+    SalUn's saliency and SSD's importances are sums over these."""
+    model.eval()
+    params = dict(model.named_parameters())
+    x, y = x.to(device), y.to(device)
+    for index in batch_indices(len(x), batch_size, shuffle=False, device=device):
+        loss = F.cross_entropy(model(x[index]).float(), y[index])
+        grads = torch.autograd.grad(loss, list(params.values()), allow_unused=True)
+        yield ({name: torch.zeros_like(p) if g is None else g for (name, p), g in zip(params.items(), grads,
+                                                                                     strict=True)}, len(index))
+
+
 @torch.inference_mode()
 def predict_logits(model: nn.Module, x: torch.Tensor, device: torch.device | None = None,
                    batch_size: int = 2048) -> torch.Tensor:

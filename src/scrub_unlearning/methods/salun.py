@@ -27,12 +27,11 @@ from __future__ import annotations
 import copy
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..data import UnlearningTask
 from ..parameters import Param, check_parameters
-from ..training import prepare_model, recipe_parameters
+from ..training import batch_loss_gradients, prepare_model, recipe_parameters
 from .random_labels import train_on_random_labels
 
 PARAMETERS: dict[str, Param] = {
@@ -47,18 +46,12 @@ GRADIENT_BATCH = 512   # forget examples per backward pass of the saliency gradi
 
 def forget_gradient(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.device,
                     batch_size: int = GRADIENT_BATCH) -> dict[str, torch.Tensor]:
-    """name -> d/dtheta of the mean cross-entropy over (x, y), in eval mode and fp32 (the model is left in eval
-    mode with no gradients stored)."""
-    model.eval()
-    params = dict(model.named_parameters())
-    total = {name: torch.zeros_like(p) for name, p in params.items()}
-    for start in range(0, len(x), batch_size):
-        xb, yb = x[start:start + batch_size].to(device), y[start:start + batch_size].to(device)
-        loss = F.cross_entropy(model(xb).float(), yb, reduction="sum") / max(1, len(x))
-        grads = torch.autograd.grad(loss, list(params.values()), allow_unused=True)
-        for (name, _), g in zip(params.items(), grads, strict=True):
-            if g is not None:
-                total[name] += g
+    """name -> d/dtheta of the mean cross-entropy over (x, y), in eval mode and fp32 (batch means weighted by their
+    share of the examples)."""
+    total = {name: torch.zeros_like(p) for name, p in model.named_parameters()}
+    for grads, count in batch_loss_gradients(model, x, y, batch_size, device):
+        for name, g in grads.items():
+            total[name] += g * (count / max(1, len(x)))
     return total
 
 

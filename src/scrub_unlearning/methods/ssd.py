@@ -23,12 +23,11 @@ from __future__ import annotations
 import copy
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..data import UnlearningTask
 from ..parameters import Param, check_parameters
-from ..training import batch_indices, check_finite, prepare_model
+from ..training import batch_loss_gradients, check_finite, prepare_model
 
 PARAMETERS: dict[str, Param] = {
     "alpha": Param("float", 10.0, low=0.0, low_open=True,
@@ -44,17 +43,13 @@ def importances(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: 
                 device: torch.device) -> dict[str, torch.Tensor]:
     """name -> mean over the batches of (x, y) (in order) of the squared gradient of the batch-mean cross-entropy;
     eval mode, fp32. Zeros for an empty set."""
-    model.eval()
-    params = dict(model.named_parameters())
-    total = {name: torch.zeros_like(p) for name, p in params.items()}
-    batches = batch_indices(len(x), batch_size, shuffle=False)
-    for index in batches:
-        loss = F.cross_entropy(model(x[index].to(device)).float(), y[index].to(device))
-        grads = torch.autograd.grad(loss, list(params.values()), allow_unused=True)
-        for (name, _), g in zip(params.items(), grads, strict=True):
-            if g is not None:
-                total[name] += g.pow(2)
-    return {name: t / max(1, len(batches)) for name, t in total.items()}
+    total = {name: torch.zeros_like(p) for name, p in model.named_parameters()}
+    batches = 0
+    for grads, _ in batch_loss_gradients(model, x, y, batch_size, device):
+        batches += 1
+        for name, g in grads.items():
+            total[name] += g.pow(2)
+    return {name: t / max(1, batches) for name, t in total.items()}
 
 
 @torch.no_grad()

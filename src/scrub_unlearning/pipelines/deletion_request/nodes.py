@@ -23,7 +23,7 @@ from ...methods.runner import run_with_rewound, unlearner
 from ...mlflow_edge import model_registry
 from ...models import ModelBundle
 from ...reporting import request_report
-from ...serving import Ledger, read_request, set_hash, validate_request
+from ...serving import DeletionRequest, Ledger, read_request, set_hash, validate_request
 from ...serving.ledger import ledger_key
 from ...training import configure_runtime, error_percent, model_error, predict_logits
 
@@ -84,16 +84,24 @@ def request_task(splits: Splits, task: dict, request: dict) -> tuple[TrainingSet
     return training_set, make_task(splits, training_set, table, "up", seed)
 
 
+def screen_request(path, ledger: Ledger, training_ids) -> tuple[DeletionRequest, dict | None]:
+    """Read a request and, unless the ledger already holds it (then its earlier entry is returned), validate it
+    against the training ids and what was forgotten so far: the one check the pipeline and the operators'
+    command (`serve_requests`) both make before anything trains."""
+    deletion = read_request(path)
+    earlier = ledger.find(deletion.request_id, deletion.ids)
+    if earlier is None:
+        validate_request(deletion, training_ids, ledger.forgotten_ids(deletion.ids))
+    return deletion, earlier
+
+
 def prepare_request(splits: Splits, request: dict) -> dict:
     """Read and validate the request before anything trains: unknown ids, duplicates, an empty request or ids
     already forgotten fail with a clear error; a request already processed is recorded as a no-op."""
-    deletion = read_request(request["path"])
-    ledger = request_ledger(request)
-    earlier = ledger.find(deletion.request_id, deletion.ids)
+    deletion, earlier = screen_request(request["path"], request_ledger(request), splits.ids["train"])
     if earlier is not None:
         log.info("request %s was processed at %s: nothing to do", deletion.request_id, earlier["time"])
         return {"request_id": deletion.request_id, "skip": True, "earlier": earlier}
-    validate_request(deletion, splits.ids["train"], ledger.forgotten_ids(deletion.ids))
     return {"request_id": deletion.request_id, "skip": False, "ids": deletion.ids.tolist()}
 
 
