@@ -1,8 +1,11 @@
-"""Serving a deletion request end to end: register, unlearn, gate, promote, ledger, idempotence, bad requests."""
+"""Serving a deletion request end to end: register, unlearn, gate, promote, ledger, idempotence, bad requests; the
+request's steps against crashes at each of them (nodes with an in-memory registry); requests of 1-3 ids; the
+ledger's verdict."""
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -60,9 +63,16 @@ def summary(project: Path) -> dict:
     return json.loads((latest / "summary.json").read_text())
 
 
+def ledger_of(project: Path):
+    from scrub_unlearning.serving import Ledger
+
+    key = bytes.fromhex((project / "conf" / "local" / "ledger.key").read_text().strip())
+    return Ledger(project / "data" / "test" / "08_reporting" / "deletion_ledger.jsonl", key)
+
+
 def ledger_lines(project: Path) -> list[dict]:
-    path = project / "data" / "test" / "08_reporting" / "deletion_ledger.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    """The ledger's requests (one flat record per attempt), verified."""
+    return ledger_of(project).records()
 
 
 def test_the_original_is_registered_and_serving(served):
@@ -83,6 +93,9 @@ def test_the_sample_request_is_served_and_a_rerun_does_nothing(served):
     assert tags["request_id"] == "req-0001" and tags["method"] == "scrub_r" and tags["replaces_version"] == "1"
     entries = ledger_lines(served)
     assert len(entries) == 1 and entries[0]["count"] == 20 and entries[0]["version_after"] == "2"
+    assert entries[0]["lines"] == {"intent": 1, "registered": 2, "recorded": 3, "promoted": 4}
+    assert tags["ledger_attempt"] == entries[0]["attempt"] and tags["ledger_line"] == "1"
+    assert len(tags["weights_sha256"]) == 64 and first["ledger_lines"] == entries[0]["lines"]
     text = (served / "data" / "test" / "08_reporting" / "deletion_ledger.jsonl").read_text()
     assert not any(f'"{i}"' in text or f" {i}," in text or f"[{i}," in text for i in SAMPLE_IDS), "ids in clear"
     reports = served / "data" / "test" / "08_reporting" / "deletion_request" / "report.html"
@@ -203,6 +216,7 @@ def test_a_request_is_served_and_the_same_request_again_is_a_noop(served, digits
     ("raises", "RuntimeError: scrub_r failed"),
     ("not_promoted", "NOT promoted (failed gates: test_error_increase)"),
     ("nothing", "without recording the request"),
+    ("interrupted", "unfinished in the ledger (last step 'intent' at line 1): move the file back"),
 ])
 def test_a_request_whose_run_does_not_serve_it_moves_to_failed(tmp_path, outcome, expected):
     import torch
@@ -225,6 +239,9 @@ def test_a_request_whose_run_does_not_serve_it_moves_to_failed(tmp_path, outcome
         if outcome == "not_promoted":
             gates = {"enabled": True, "passed": False, "checks": {"test_error_increase": {"passed": False}}}
             ledger.record("req-x", [1, 2], "1", "2", gates, False, "scrub_r")
+        if outcome == "interrupted":
+            ledger.begin("req-x", [1, 2], "1", "scrub_r")
+            raise RuntimeError("killed after the intent line")
 
     incoming = tmp_path / "incoming"
     incoming.mkdir()
@@ -232,3 +249,315 @@ def test_a_request_whose_run_does_not_serve_it_moves_to_failed(tmp_path, outcome
     assert not serve_one(path, Project(), tmp_path / "done", tmp_path / "failed", run=run)
     assert not path.exists() and (tmp_path / "failed" / "x.csv").is_file()
     assert expected in (tmp_path / "failed" / "x.csv.reason.txt").read_text()
+
+
+def test_a_request_waits_while_another_is_unfinished_and_a_broken_ledger_stops_everything(tmp_path, monkeypatch):
+    import torch
+
+    from scrub_unlearning import serve_requests
+    from scrub_unlearning.serving import Ledger
+
+    ledger = Ledger(tmp_path / "ledger.jsonl", bytes(range(32)))
+    ledger.begin("req-a", [1, 2], "1", "scrub_r")  # interrupted
+    ran = []
+
+    class Project:
+        def ledger(self):
+            return ledger
+
+        def training_ids(self):
+            return torch.arange(100)
+
+        def run(self, path):
+            ran.append(path)
+
+    incoming = tmp_path / "incoming"
+    incoming.mkdir()
+    path = Path(write_request(incoming, "b", "req-b", [3]))
+    assert serve_requests.serve_one(path, Project(), tmp_path / "done", tmp_path / "failed") is None
+    assert path.is_file() and not ran, "it waits in incoming, nothing ran"
+
+    ledger.path.write_bytes(ledger.path.read_bytes()[:-5])  # torn
+    monkeypatch.setattr(serve_requests, "Project", lambda root, env: Project())
+    assert serve_requests.serve(incoming, tmp_path / "done", tmp_path / "failed", tmp_path, None) == 1
+    assert path.is_file() and not (tmp_path / "failed").exists(), "a broken ledger is not the request's fault"
+
+
+# --- the request's steps, node by node, against an in-memory registry ----------------------------------------------
+
+class FakeRegistry:
+    """The Model Registry as `mlflow_edge.model_registry`'s functions show it to the nodes, in memory; version 1
+    is the Original and serves."""
+
+    def __init__(self, original) -> None:
+        from scrub_unlearning.models import ModelBundle
+
+        self.models, self.tags, self.aliases = {"1": ModelBundle.of(original)}, {"1": {"role": "original"}}, {}
+        self.aliases["serving"] = "1"
+
+    def register_model(self, model, name, tags, metrics=None, input_example=None) -> str:
+        from scrub_unlearning.mlflow_edge.model_registry import _tag_text
+
+        version = str(len(self.models) + 1)
+        self.models[version] = model
+        self.tags[version] = {key: _tag_text(value) for key, value in
+                              {**tags, **{f"metric.{k}": v for k, v in (metrics or {}).items()}}.items()}
+        return version
+
+    def versions(self, name, request_id=None) -> list[dict]:
+        found = [{"version": v, "tags": dict(t)} for v, t in self.tags.items()]
+        return [v for v in found if request_id is None or v["tags"].get("request_id") == request_id]
+
+    def set_version_tags(self, name, version, tags) -> None:
+        self.tags[str(version)].update({key: str(value) for key, value in tags.items()})
+
+    def serving_version(self, name, alias):
+        return self.aliases.get(alias)
+
+    def promote(self, name, version, alias) -> None:
+        self.aliases[alias] = version
+
+    def load_registered(self, name, version):
+        return self.models[version]
+
+    def input_example_of(self, name, version):
+        return None
+
+    def of_request(self, request_id: str) -> list[str]:
+        return [v["version"] for v in self.versions("", request_id)]
+
+
+REGISTRY = {"model_name": "fake", "alias": "serving"}
+RUNTIME = {"device": "cpu"}
+
+
+def _conf(name: str) -> dict:
+    return yaml.safe_load((Path(__file__).resolve().parents[1] / "conf" / "base" / name).read_text())
+
+
+METHOD_PARAMS = _conf("parameters_unlearning.yml")["method_params"]
+TRAINING = _conf("parameters.yml")["training"]
+
+
+@pytest.fixture
+def registry(monkeypatch, digits_splits):
+    """An in-memory registry whose serving version 1 is an untrained SmallCNN (these tests need no good model)."""
+    from scrub_unlearning.mlflow_edge import model_registry
+    from scrub_unlearning.models import build_model, model_spec
+
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    fake = FakeRegistry(build_model(model_spec("small_cnn", 10, digits_splits.image_shape, digits_splits.mean,
+                                               digits_splits.std)))
+    for name in ("register_model", "versions", "set_version_tags", "serving_version", "promote", "load_registered",
+                 "input_example_of"):
+        monkeypatch.setattr(model_registry, name, getattr(fake, name))
+    monkeypatch.delenv("SCRUB_LEDGER_KEY", raising=False)
+    return fake
+
+
+@pytest.fixture
+def quick_unlearning(monkeypatch):
+    """The method replaced by a deterministic nudge of the weights: these tests are about the steps, not SCRUB."""
+    import torch
+
+    from scrub_unlearning.methods.runner import MethodResult
+    from scrub_unlearning.pipelines.deletion_request import nodes
+
+    calls = []
+
+    def run(method, model, task, params_of, device):
+        calls.append(method)
+        with torch.no_grad():
+            for parameter in model.parameters():
+                parameter.mul_(0.99)
+        return MethodResult(method, model, seconds=0.01)
+
+    monkeypatch.setattr(nodes, "run_with_rewound", run)
+    return calls
+
+
+def request_params(tmp_path: Path, ids: list[int], request_id: str = "req-n", **changes) -> dict:
+    return {"path": write_request(tmp_path, request_id, request_id, ids), "method": "scrub_r", "method_params": {},
+            "seed": 1, "ledger_path": str(tmp_path / "ledger.jsonl"), "ledger_key_file": str(tmp_path / "ledger.key"),
+            "ulira": {"enabled": False}, "gates": {"enabled": False}, **changes}
+
+
+def run_request(splits, request: dict) -> dict:
+    """The deletion_request nodes in order, their outputs through JSON as the catalog stores them."""
+    from scrub_unlearning.pipelines.deletion_request import nodes
+
+    def saved(value):
+        return json.loads(json.dumps(value))
+
+    prepared = saved(nodes.prepare_request(splits, request))
+    task = saved(nodes.build_request_task(splits, prepared, request))
+    result, before, after = nodes.unlearn_request(splits, task, request, REGISTRY, METHOD_PARAMS, TRAINING, RUNTIME)
+    result = saved(result)
+    comparison = saved(nodes.evaluate_request(splits, task, result, before, after, request))
+    audit = saved(nodes.audit_request(splits, task, result, before, request, METHOD_PARAMS, TRAINING, RUNTIME))
+    gates = saved(nodes.check_gates(comparison, audit, request))
+    registration = saved(nodes.register_candidate(prepared, result, after, comparison, audit, gates, REGISTRY,
+                                                  request))
+    summary = saved(nodes.record_request(prepared, result, comparison, audit, gates, registration, request, REGISTRY))
+    nodes.build_request_report(summary)
+    return summary
+
+
+def steps(request: dict, request_id: str = "req-n") -> list[str]:
+    from scrub_unlearning.pipelines.deletion_request.nodes import request_ledger
+
+    return [line["step"] for line in request_ledger(request).entries() if line["request_id"] == request_id]
+
+
+class Crash(Exception):
+    """A kill, at one step."""
+
+
+def _crash(*args, **kwargs):
+    raise Crash("killed")
+
+
+def _after(function):
+    def crashing(*args, **kwargs):
+        function(*args, **kwargs)
+        raise Crash("killed after the step")
+
+    return crashing
+
+
+@pytest.mark.parametrize("where", ["intent", "register", "registered", "recorded", "promote", "promoted"])
+def test_a_crash_at_any_step_then_a_rerun_serves_the_request_exactly_once(tmp_path, registry, quick_unlearning,
+                                                                          digits_splits, monkeypatch, where):
+    from scrub_unlearning.serving import Ledger
+
+    crashes = {  # what raises: the step's own action, before ("intent", "register", "promote") or after it is done
+        "intent": (Ledger, "begin", _crash),
+        "register": (registry, "register_model", _crash),
+        "registered": (Ledger, "mark_registered", _crash),  # the version exists, its line is not written
+        "recorded": (Ledger, "mark_recorded", _crash),
+        "promote": (registry, "promote", _crash),
+        "promoted": (Ledger, "mark_promoted", _crash),      # the alias moved, its line is not written
+    }
+    owner, name, replacement = crashes[where]
+    request = request_params(tmp_path, [3, 13, 45])  # < 4 ids: no basic MIA to fit, these tests are about steps
+    with monkeypatch.context() as patch:
+        from scrub_unlearning.mlflow_edge import model_registry
+
+        target = model_registry if owner is registry else owner
+        patch.setattr(target, name, replacement)
+        with pytest.raises(Crash):
+            run_request(digits_splits, request)
+    done_before = {"intent": [], "register": ["intent"], "registered": ["intent"], "recorded": ["intent", "registered"],
+                   "promote": ["intent", "registered", "recorded"], "promoted": ["intent", "registered", "recorded"]}
+    assert steps(request) == done_before[where]
+    if where == "registered":
+        assert registry.of_request("req-n") == ["2"], "the version exists without its line"
+
+    summary = run_request(digits_splits, request)
+    assert summary["promoted"] and summary["version_before"] == "1" and summary["version_after"] == "2"
+    assert registry.of_request("req-n") == ["2"] and len(registry.models) == 2, "exactly one version"
+    assert registry.aliases["serving"] == "2"
+    assert steps(request) == ["intent", "registered", "recorded", "promoted"], "each step once"
+    # nothing registered before the crash: trained again; else the rerun adopted the version and trained nothing
+    assert len(quick_unlearning) == (2 if where in ("intent", "register") else 1)
+
+    again = run_request(digits_splits, request)
+    assert again["skipped"] is True and len(registry.models) == 2 and len(steps(request)) == 4, "no replay"
+
+
+def test_a_second_version_of_one_attempt_is_tagged_orphan(tmp_path, registry, quick_unlearning, digits_splits,
+                                                          monkeypatch):
+    from scrub_unlearning.pipelines.verify_ledger.nodes import ledger_verdict
+    from scrub_unlearning.serving import Ledger
+
+    request = request_params(tmp_path, [3, 13])
+    with monkeypatch.context() as patch:
+        patch.setattr(Ledger, "mark_registered", _crash)
+        with pytest.raises(Crash):
+            run_request(digits_splits, request)
+    registry.register_model(registry.models["2"], "fake", registry.tags["2"])  # a second run raced the first
+    assert ledger_verdict(request, REGISTRY).ok  # both wait for the rerun: not orphans yet
+
+    summary = run_request(digits_splits, request)
+    assert summary["version_after"] == "2" and registry.aliases["serving"] == "2"
+    assert registry.tags["3"]["ledger_status"] == "orphan" and "version 2 was adopted" in registry.tags["3"][
+        "ledger_note"]
+    assert [o["version"] for o in summary["orphans"]] == ["3"]
+    verdict = ledger_verdict(request, REGISTRY)
+    assert verdict.ok and [o["version"] for o in verdict.orphans] == ["3"], verdict.text()
+
+
+def test_a_version_outside_the_ledger_is_tagged_orphan_and_lost_lines_refuse_a_replay(tmp_path, registry,
+                                                                                       quick_unlearning,
+                                                                                       digits_splits):
+    from scrub_unlearning.pipelines.verify_ledger.nodes import ledger_verdict
+    from scrub_unlearning.serving import LedgerError
+
+    registry.register_model(registry.models["1"], "fake", {"role": "unlearned", "request_id": "req-n"})
+    request = request_params(tmp_path, [3, 13])
+    summary = run_request(digits_splits, request)
+    assert summary["version_after"] == "3" and [o["version"] for o in summary["orphans"]] == ["2"]
+    assert registry.tags["2"]["ledger_status"] == "orphan"
+    verdict = ledger_verdict(request, REGISTRY)
+    assert verdict.ok and "ledger verdict: OK" in verdict.text() and "orphan: version 2" in verdict.text()
+
+    Path(request["ledger_path"]).write_text("")  # every line of the request cut off: the chain cannot see it
+    broken = ledger_verdict(request, REGISTRY)
+    assert not broken.ok and "after ledger line 1" in broken.text() and "serving alias points to version 3" in \
+        broken.text()
+    with pytest.raises(LedgerError, match="lost lines"):
+        run_request(digits_splits, request)
+    assert len(registry.models) == 3 and registry.aliases["serving"] == "3", "never replayed"
+
+
+@pytest.mark.parametrize("ids", [[3], [3, 13], [3, 13, 45]])
+def test_requests_of_one_to_three_ids_are_served_with_the_mia_not_applicable(tmp_path, registry, digits_splits,
+                                                                             quick_unlearning, ids):
+    request = request_params(tmp_path, ids, gates={"enabled": True, "max_test_error_increase": 50.0,
+                                                   "mia_band": [35.0, 65.0]})
+    summary = run_request(digits_splits, request)
+    assert summary["promoted"] and summary["count"] == len(ids)
+    assert math.isnan(summary["after"]["mia_basic"]) and math.isnan(summary["before"]["mia_basic"])
+    assert "needs at least 4 members" in summary["not_applicable"]["mia_basic"]
+    check = summary["gates"]["checks"]["mia_basic_in_band"]
+    assert check["passed"] and check["applicable"] is False and "skipped: basic MIA needs" in check["note"]
+    assert summary["gates"]["checks"]["test_error_increase"]["passed"]
+
+
+def test_a_request_of_one_id_is_served_by_scrub_r_itself(tmp_path, registry, digits_splits):
+    request = request_params(tmp_path, [3], method_params={"scrub": {"epochs": 1, "msteps": 1, "retain_batch": 256,
+                                                                     "lr_decay_epochs": []}})
+    summary = run_request(digits_splits, request)
+    assert summary["promoted"] and summary["method"] == "scrub_r" and summary["count"] == 1
+    assert summary["not_applicable"]["mia_basic"] and registry.aliases["serving"] == "2"
+    assert 0 <= summary["after"]["test_error"] <= 100
+
+
+def test_the_verify_command_and_the_real_registry(served, monkeypatch):
+    """After the requests served above (this module's tests run in order): the served project's ledger is OK
+    against its MLflow registry; an edited field makes `verify` print BROKEN with the line and exit 1."""
+    from scrub_unlearning.pipelines.verify_ledger.nodes import ledger_verdict
+
+    db = f"sqlite:///{served / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", db)
+    monkeypatch.setenv("MLFLOW_REGISTRY_URI", db)
+    monkeypatch.delenv("SCRUB_LEDGER_KEY", raising=False)
+    ledger = ledger_of(served)
+    params = {"ledger_path": str(ledger.path), "ledger_key_file": str(served / "conf" / "local" / "ledger.key")}
+    verdict = ledger_verdict(params, {"model_name": model_name(served)}, tag_orphans=False)
+    assert verdict.ok and verdict.lines >= 4 and not verdict.orphans, verdict.text()
+
+    original = ledger.path.read_bytes()
+    lines = [json.loads(line) for line in original.decode().splitlines()]
+    assert lines[2]["step"] == "recorded" and lines[2]["promote"] is True
+    lines[2]["promote"] = False  # "not promoted": the request would be served again
+    ledger.path.write_text("".join(json.dumps(line, sort_keys=True, separators=(",", ":")) + "\n" for line in lines))
+    try:
+        variables = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "true", "PYTHONPATH": str(served / "src")}
+        result = subprocess.run([sys.executable, "-m", "scrub_unlearning.serve_requests", "verify", "--env", "test"],
+                                cwd=served, env=variables, capture_output=True, text=True, timeout=300)
+    finally:
+        ledger.path.write_bytes(original)
+    assert result.returncode == 1, result.stdout + result.stderr[-3000:]
+    assert "ledger verdict: BROKEN" in result.stdout and "line 3: authentication failed" in result.stdout

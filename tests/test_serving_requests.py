@@ -17,6 +17,7 @@ import torch
 from scrub_unlearning.serving import (
     DeletionRequest,
     Ledger,
+    LedgerError,
     keyed_hash,
     ledger_key,
     read_request,
@@ -191,11 +192,12 @@ def test_ledger_record_find_and_forgotten_ids(tmp_path):
     assert ledger.find("R1", [1000, 42, 7]) == entry  # same request, any order: a rerun is a no-op
     assert ledger.find("R2", [1000, 42, 7]) is None
     assert ledger.forgotten_ids(torch.tensor([7, 8, 1000])) == {7, 1000}
-    assert ledger.entries() == [entry]
+    assert ledger.records() == [entry]
+    assert [line["step"] for line in ledger.entries()] == ["intent", "registered", "recorded", "promoted"]
 
     # Re-reading from disk, with a fresh object, gives the same answers.
     again = Ledger(ledger.path, KEY)
-    assert again.entries() == [entry] and again.forgotten_ids([42]) == {42}
+    assert again.records() == [entry] and again.forgotten_ids([42]) == {42}
 
 
 def test_reused_request_id_with_other_ids_is_a_conflict(tmp_path):
@@ -205,7 +207,7 @@ def test_reused_request_id_with_other_ids_is_a_conflict(tmp_path):
         ledger.find("R1", [1, 2])
     with pytest.raises(ValueError, match="conflicting request.*'R1'"):
         _record(ledger, "R1", [1, 2, 4])
-    assert len(ledger.entries()) == 1
+    assert len(ledger.records()) == 1
 
 
 def test_unpromoted_entries_do_not_count_as_forgotten(tmp_path):
@@ -215,7 +217,7 @@ def test_unpromoted_entries_do_not_count_as_forgotten(tmp_path):
     assert ledger.find("R1", [5, 6], promoted_only=False) == failed
     assert ledger.forgotten_ids([5, 6]) == set() and ledger.forgotten_ids([5, 6], promoted_only=False) == {5, 6}
     retried = _record(ledger, "R1", [6, 5], when=WHEN + timedelta(hours=1))  # the retry is recorded, not a conflict
-    assert ledger.find("R1", [5, 6]) == retried and len(ledger.entries()) == 2
+    assert ledger.find("R1", [5, 6]) == retried and len(ledger.records()) == 2
 
 
 def test_ledger_refuses_another_key(tmp_path):
@@ -245,17 +247,17 @@ def test_time_is_stored_in_utc(tmp_path):
     assert _record(ledger, "R2", [2], when=None)["time"].endswith("+00:00")
 
 
-def test_one_json_line_per_record_and_a_torn_line_blocks_writes(tmp_path):
+def test_one_json_line_per_step_and_a_torn_line_blocks_reads_and_writes(tmp_path):
     ledger = Ledger(tmp_path / "ledger.jsonl", KEY)
     _record(ledger, "R1", [1])
-    _record(ledger, "R2", [2])
+    _record(ledger, "R2", [2], promoted=False)
     lines = ledger.path.read_text().splitlines()
-    assert len(lines) == 2 and [json.loads(line)["request_id"] for line in lines] == ["R1", "R2"]
+    assert [json.loads(line)["request_id"] for line in lines] == ["R1"] * 4 + ["R2"] * 3
     with open(ledger.path, "a") as handle:
         handle.write('{"request_id": "R3", "id_ha')
-    with pytest.warns(UserWarning, match="unterminated"):
-        assert len(ledger.entries()) == 2
-    with pytest.raises(ValueError, match="unterminated"):
+    with pytest.raises(LedgerError, match="line 8: torn.*repair-ledger"):
+        ledger.entries()
+    with pytest.raises(LedgerError, match="line 8: torn"):
         _record(ledger, "R4", [4])
 
 

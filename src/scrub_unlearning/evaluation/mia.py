@@ -9,6 +9,17 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedShuffleSplit, cross_val_score
 
 LOSS_CLIP = 100.0
+MIN_EXAMPLES = 4  # per side: below this the cross-validated attack has nothing to fit or score
+
+
+def basic_mia_not_applicable(members: int, nonmembers: int) -> str | None:
+    """Why the basic MIA cannot be measured on this many members and non-members (None when it can): callers that
+    must not fail on small inputs (a one-id deletion request) report the metric as not applicable with this
+    reason instead of calling `basic_mia`."""
+    if min(members, nonmembers) < MIN_EXAMPLES:
+        return (f"basic MIA needs at least {MIN_EXAMPLES} members and {MIN_EXAMPLES} non-members, got {members} and "
+                f"{nonmembers}")
+    return None
 
 
 def per_example_loss(logits: torch.Tensor, labels: torch.Tensor) -> np.ndarray:
@@ -22,9 +33,9 @@ def basic_mia(member_losses: np.ndarray, nonmember_losses: np.ndarray, seed: int
     StratifiedShuffleSplit(5 splits, test_size 0.3). Returns (mean, std) over the splits; ideal ~ Retrain's."""
     rng = np.random.default_rng(int(seed))
     n = min(len(member_losses), len(nonmember_losses))
-    if n < 4:
-        raise ValueError(f"basic MIA needs at least 4 members and 4 non-members, got {len(member_losses)} and "
-                         f"{len(nonmember_losses)}")
+    reason = basic_mia_not_applicable(len(member_losses), len(nonmember_losses))
+    if reason is not None:
+        raise ValueError(reason)
     members = rng.choice(np.asarray(member_losses), n, replace=False)
     nonmembers = rng.choice(np.asarray(nonmember_losses), n, replace=False)
     features = np.clip(np.concatenate([members, nonmembers]), -LOSS_CLIP, LOSS_CLIP).reshape(-1, 1)

@@ -1,5 +1,6 @@
 """The MLflow Model Registry side of serving: register a model (pyfunc from code + safetensors + JSON spec), move
-the serving alias, and fetch the serving version's weights back."""
+the serving alias, fetch the serving version's weights back, and read or tag versions for the deletion ledger
+(finding a request's versions by their tags, marking orphans)."""
 
 from __future__ import annotations
 
@@ -26,8 +27,9 @@ def register_model(model: ModelBundle, name: str, tags: dict, metrics: dict | No
                    input_example: np.ndarray | None = None) -> str:
     """Log `model` to the active run as a pyfunc and register it under `name`; returns the new version. With
     `input_example` (uint8 images the model may show, never forgotten ones), the version carries it and the
-    signature inferred from the model's predictions on it. Tags and metrics go on the version, as readable strings
-    (dicts and lists as JSON)."""
+    signature inferred from the model's predictions on it. Tags and metrics (`metric.<name>`) go on the version,
+    as readable strings (dicts and lists as JSON), in the same call that creates it: a version never exists
+    without its tags (the deletion ledger finds a request's version by them after a crash)."""
     with tempfile.TemporaryDirectory() as folder:
         weights, spec = Path(folder) / "weights.safetensors", Path(folder) / "spec.json"
         save_file(model.weights, str(weights))
@@ -40,14 +42,40 @@ def register_model(model: ModelBundle, name: str, tags: dict, metrics: dict | No
             name="served_model", python_model=str(SERVING_MODEL_CODE),
             artifacts={"weights": str(weights), "spec": str(spec)},
             code_paths=[str(Path(scrub_unlearning.__file__).parent)], pip_requirements=PIP_REQUIREMENTS,
-            registered_model_name=name, signature=signature, input_example=input_example,
+            signature=signature, input_example=input_example,
         )
-    version = str(info.registered_model_version)
+    text = {key: _tag_text(value) for key, value in
+            {**tags, **{f"metric.{k}": v for k, v in (metrics or {}).items()}}.items()}
+    return str(mlflow.register_model(info.model_uri, name, tags=text).version)
+
+
+def _tag_text(value) -> str:
+    return json.dumps(value) if isinstance(value, (dict, list, tuple)) else str(value)
+
+
+def versions(name: str, request_id: str | None = None) -> list[dict]:
+    """Every version of `name` (of one request: tagged `request_id`), oldest first, as `{"version", "tags"}`;
+    [] when the model is not registered."""
+    client, found, token = MlflowClient(), [], None
+    while True:
+        try:
+            page = client.search_model_versions(f"name = '{name}'", page_token=token)
+        except mlflow.exceptions.MlflowException:
+            return []
+        found += [{"version": str(v.version), "tags": dict(v.tags or {})} for v in page]
+        token = page.token
+        if not token:
+            break
+    if request_id is not None:
+        found = [v for v in found if v["tags"].get("request_id") == request_id]
+    return sorted(found, key=lambda v: int(v["version"]))
+
+
+def set_version_tags(name: str, version: str, tags: dict) -> None:
+    """Set tags on an existing version (strings; dicts and lists as JSON)."""
     client = MlflowClient()
-    for key, value in {**tags, **{f"metric.{k}": v for k, v in (metrics or {}).items()}}.items():
-        text = json.dumps(value) if isinstance(value, (dict, list, tuple)) else str(value)
-        client.set_model_version_tag(name, version, key, text)
-    return version
+    for key, value in tags.items():
+        client.set_model_version_tag(name, str(version), key, _tag_text(value))
 
 
 def input_example_of(name: str, version: str) -> np.ndarray | None:

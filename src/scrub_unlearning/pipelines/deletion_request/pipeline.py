@@ -1,5 +1,6 @@
-"""`kedro run --pipelines=deletion_request`: request -> task -> unlearn -> evaluate (+ audit) -> gates -> register ->
-ledger -> report, against the serving version of the registered model."""
+"""`kedro run --pipelines=deletion_request`: request -> task -> unlearn -> evaluate (+ audit) -> gates -> register
+(ledger: intent, registered) -> record and promote (ledger: recorded, promoted) -> report, against the serving
+version of the registered model."""
 
 from __future__ import annotations
 
@@ -31,11 +32,12 @@ def create_pipeline(ingestion: Pipeline) -> Pipeline:
              "request_audit", name="audit_request"),
         node(nodes.check_gates, ["request_comparison", "request_audit", REQUEST], "request_gates",
              name="check_gates"),
-        node(nodes.register_candidate, ["request_result", "request_model_after", "request_comparison",
-                                        "request_audit", "request_gates", "params:registry"],
+        node(nodes.register_candidate, ["request_prepared", "request_result", "request_model_after",
+                                        "request_comparison", "request_audit", "request_gates", "params:registry",
+                                        REQUEST],
              "request_registration", name="register_candidate"),
         node(nodes.record_request, ["request_prepared", "request_result", "request_comparison", "request_audit",
-                                    "request_gates", "request_registration", REQUEST],
+                                    "request_gates", "request_registration", REQUEST, "params:registry"],
              "request_summary", name="record_request"),
         node(nodes.build_request_report, "request_summary",
              ["request_report", "request_report_mlflow", "request_metrics"], name="build_request_report"),

@@ -1,0 +1,5 @@
+"""See `pipeline.py`."""
+
+from .pipeline import create_pipeline
+
+__all__ = ["create_pipeline"]
