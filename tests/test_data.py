@@ -155,6 +155,52 @@ def test_load_npz_missing_file_names_the_path(tmp_path):
     assert str(path) in str(info.value)
 
 
+def test_load_npz_stray_label_is_not_a_new_class(tmp_path):
+    """One label 57 among 0..2 used to build a 58-class model silently."""
+    arrays = _npz_arrays((6, 5, 5), (3, 5, 5))
+    arrays["y_train"][2] = 57
+    with pytest.raises(ValueError) as info:
+        load_npz_dataset(_write_npz(tmp_path / "stray.npz", **arrays))
+    message = str(info.value)
+    assert "0..C-1" in message and "57" in message and "every class present" in message and "stray.npz" in message
+
+
+def test_load_npz_class_without_training_example_rejected(tmp_path):
+    arrays = _npz_arrays((6, 5, 5), (3, 5, 5))
+    arrays["y_train"] = np.array([0, 0, 2, 2, 0, 2])  # class 1 only in the test part
+    with pytest.raises(ValueError, match=r"no training example: \[1\]"):
+        load_npz_dataset(_write_npz(tmp_path / "gap.npz", **arrays))
+
+
+def test_load_npz_labels_checked_against_an_explicit_classes_array(tmp_path):
+    arrays = _npz_arrays((6, 5, 5), (3, 5, 5))
+    arrays["classes"] = np.array(["cat", "dog", "fox", "owl"])  # 4 names, class 3 never appears in y_train
+    with pytest.raises(ValueError, match=r"'classes' array.*\[3\]"):
+        load_npz_dataset(_write_npz(tmp_path / "names.npz", **arrays))
+    arrays["classes"] = np.array(["cat", "dog"])  # label 2 is outside the 2 named classes
+    with pytest.raises(ValueError, match=r"'y_train' holds label 2, outside 0..1"):
+        load_npz_dataset(_write_npz(tmp_path / "names.npz", **arrays))
+    arrays["classes"] = np.array(["cat", "dog", "fox"])
+    assert load_npz_dataset(_write_npz(tmp_path / "names.npz", **arrays)).classes == ("cat", "dog", "fox")
+
+
+@pytest.mark.parametrize("content", [b"x_train,y_train\n1,2\n", b"\x80\x04K\x01.", b""])
+def test_load_npz_not_a_zip_file_gets_its_own_message(tmp_path, content):
+    path = tmp_path / "data.npz"
+    path.write_bytes(content)
+    with pytest.raises(ValueError) as info:
+        load_npz_dataset(path)
+    message = str(info.value)
+    assert "not an .npz (zip) file" in message and str(path) in message and "pickle" not in message
+
+
+def test_load_npz_object_arrays_are_never_unpickled(tmp_path):
+    arrays = _npz_arrays((6, 5, 5), (3, 5, 5))
+    arrays["classes"] = np.array([{"name": "cat"}, "dog", "fox"], dtype=object)
+    with pytest.raises(ValueError, match="'classes' holds Python objects, which are never unpickled"):
+        load_npz_dataset(_write_npz(tmp_path / "objects.npz", **arrays))
+
+
 def test_load_dataset_dispatches_and_rejects_unknown_source(tmp_path):
     arrays = _npz_arrays((4, 5, 5), (2, 5, 5))
     path = _write_npz(tmp_path / "ok.npz", **arrays)

@@ -75,7 +75,7 @@ def test_defaults_and_required_names_are_todays():
 
     assert required("scrub") == {"optimizer", "lr", "weight_decay", "gamma", "alpha", "temperature", "msteps",
                                  "epochs", "lr_decay_epochs", "retain_batch", "forget_batch"}
-    assert defaults("scrub") == {"momentum": 0.9, "max_utility_drop": 5.0}
+    assert defaults("scrub") == {"momentum": 0.9, "max_utility_drop": 5.0, "guard_alpha": 0.05}
     recipe6 = {"optimizer": "sgd", "momentum": 0.9, "weight_decay": 5e-4}
     assert defaults("finetune") == {**recipe6, "lr": 0.01, "epochs": 10, "batch_size": 128}
     assert defaults("cf_k") == {**recipe6, "lr": 0.01, "epochs": 10, "batch_size": 128}
@@ -217,7 +217,7 @@ def test_check_parameters_on_its_own():
     with pytest.raises(ValueError, match="mapping"):
         check_parameters("m", [("n", 1)], declared)
     with pytest.raises(ValueError):
-        Param("str")
+        Param("string")
     with pytest.raises(ValueError):
         Param("choice")
     assert copy.deepcopy(declared["n"]).required and repr(REQUIRED) == "REQUIRED"
@@ -237,6 +237,7 @@ def test_shipped_configurations_validate(env):
             assert all(not (isinstance(v, float) and math.isnan(v)) for v in checked.values())
     assert validation.check_config(params["scenarios"], params["training_sets"], params["methods"],
                                    method_params, training) is None
+    assert validation.check_run_config(params) is None  # every block a run reads
 
 
 def test_test_env_soft_merges_over_base():
@@ -247,3 +248,41 @@ def test_test_env_soft_merges_over_base():
     neggrad = method_parameters("neggrad", params["method_params"], rb_selective, params["training"])
     assert neggrad["lr"] == 1.0e6 and neggrad["epochs"] == 5
     assert method_parameters("eu_k", params["method_params"], rb_selective, params["training"])["epochs"] == 8
+
+
+# --- kinds for the run's configuration, dotted paths, and the recipe's bounds ---
+
+
+def test_bool_str_and_float_list_kinds():
+    flag, text = Param("bool", False, help="f"), Param("str", REQUIRED, help="t")
+    pair = Param("float_list", None, low=0.0, high=100.0, nullable=True, help="p")
+    assert check_value("m", "flag", True, flag) is True
+    assert check_value("m", "text", "serving", text) == "serving"
+    assert check_value("m", "pair", [35, 65.0], pair) == [35.0, 65.0]
+    for value in ("yes", 1, 0, None):
+        with pytest.raises(ValueError, match="'flag' must be true or false"):
+            check_value("m", "flag", value, flag)
+    for value in ("", "  ", 3, None):
+        with pytest.raises(ValueError, match="'text' must be a non-empty string"):
+            check_value("m", "text", value, text)
+    for value in ([1, float("nan")], [1, True], [1, 101], "35,65", [10**400]):
+        with pytest.raises(ValueError, match=r"'pair' must be a list of finite numbers each in \[0, 100\] or null"):
+            check_value("m", "pair", value, pair)
+
+
+def test_dotted_paths_name_the_parameter():
+    declared = {"lr": Param("float", REQUIRED, low=0.0, low_open=True, help="lr")}
+    with pytest.raises(ValueError, match=r"^parameter 'training\.lr' must be a finite number, got nan$"):
+        check_parameters("training", {"lr": float("nan")}, declared, paths="training")
+    with pytest.raises(ValueError, match=r"^parameter 'a\.b\.lr' must be > 0, got 0$"):
+        check_parameters("x", {"lr": 0}, declared, paths=lambda name: f"a.b.{name}")
+    with pytest.raises(ValueError, match=r"^x: parameter 'lr' must be > 0, got 0$"):  # without paths: as before
+        check_parameters("x", {"lr": 0}, declared)
+
+
+def test_recipe_bounds_momentum_and_decay_epochs():
+    base = {"lr": 0.1, "epochs": 2, "batch_size": 8}
+    with pytest.raises(ValueError, match=r"'momentum' must be in \[0, 1\], got 1.5"):
+        check_method_params("retrain", {**base, "momentum": 1.5})
+    with pytest.raises(ValueError, match=r"'lr_decay_epochs' must be a list of integers each >= 1, got \[0, 3\]"):
+        check_method_params("retrain", {**base, "lr_decay_epochs": [0, 3]})

@@ -1,7 +1,9 @@
 """Project hooks.
 
-- `ScenarioRegistryHook` hands the session's own config loader (with `--env` and `--params` applied) to the
-  pipeline registry, so scenarios and methods written as parameters shape the DAG.
+- `ScenarioRegistryHook` first checks the configuration - an unknown `--env`, then every parameter the run reads
+  (`validation.check_run_config`) - so bad input fails before any node runs (before kedro-mlflow's own hook, too),
+  then hands the session's own config loader (with `--env` and `--params` applied) to the pipeline registry, so
+  scenarios and methods written as parameters shape the DAG.
 - `ProgressHook` shows the library's progress reports (epochs, shadows) as rich progress bars labelled with the
   running node's namespace; when the output is not a terminal (CI, a cron log) it writes a log line every quarter
   instead, and widens the console so log lines are not wrapped at 80 columns.
@@ -26,8 +28,10 @@ class ScenarioRegistryHook:
     @hook_impl(tryfirst=True)
     def after_context_created(self, context) -> None:
         # imported here, so reading the settings (the benchmark does) does not import every pipeline
-        from scrub_unlearning import pipeline_registry
+        from scrub_unlearning import pipeline_registry, validation
 
+        validation.check_environment(context.config_loader.conf_source, context.env)
+        validation.check_run_config(context.config_loader["parameters"])
         pipeline_registry.use_config_loader(context.config_loader)
         # pipelines are cached per process: re-register them for this session's env and parameters
         pipelines.configure("scrub_unlearning.pipeline_registry")

@@ -6,6 +6,7 @@ CIFAR-10's canonical `x_train` order), so ids stay stable across splits, seeds a
 
 from __future__ import annotations
 
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -80,34 +81,77 @@ def load_digits_dataset() -> RawDataset:
     )
 
 
+def _npz_array(archive, key: str, path: Path) -> np.ndarray:
+    """One array of the archive; an array of Python objects (it would need unpickling) is refused."""
+    try:
+        return archive[key]
+    except ValueError as error:  # numpy: "Object arrays cannot be loaded when allow_pickle=False"
+        raise ValueError(f"{path}: '{key}' holds Python objects, which are never unpickled; store plain numeric "
+                         f"(or, for 'classes', string) arrays") from error
+    except zipfile.BadZipFile as error:
+        raise ValueError(f"{path}: '{key}' cannot be read, the .npz (zip) file is damaged ({error})") from error
+
+
+def _class_names(y_train: torch.Tensor, y_test: torch.Tensor, classes_array: np.ndarray | None,
+                 path: Path) -> tuple[str, ...]:
+    """The class names: labels must be 0..C-1 with every class present in y_train, where C is the length of the
+    file's `classes` array when it has one, else the largest label + 1 (so one stray label 57 is an error, not a
+    58-class model)."""
+    if len(y_train) == 0:
+        raise ValueError(f"{path}: 'y_train' holds no labels")
+    if classes_array is not None:
+        if classes_array.ndim != 1 or len(classes_array) == 0:
+            raise ValueError(f"{path}: 'classes' must be a 1-D array of class names, got shape {classes_array.shape}")
+        names = tuple(str(c) for c in classes_array.tolist())
+        if len(set(names)) != len(names):
+            raise ValueError(f"{path}: 'classes' names a class twice: {list(names)}")
+        for key, y in (("y_train", y_train), ("y_test", y_test)):
+            if len(y) and int(y.max()) >= len(names):
+                raise ValueError(f"{path}: '{key}' holds label {int(y.max())}, outside 0..{len(names) - 1} (the "
+                                 f"file's 'classes' array names {len(names)} classes)")
+    else:
+        top = max(int(y_train.max()), int(y_test.max()) if len(y_test) else 0)
+        names = tuple(str(c) for c in range(top + 1))
+    absent = sorted(set(range(len(names))) - set(y_train.unique().tolist()))
+    if absent:
+        shown = absent if len(absent) <= 10 else [*absent[:10], "..."]
+        source = "the file's 'classes' array" if classes_array is not None else f"the largest label, {len(names) - 1}"
+        raise ValueError(f"{path}: labels must be 0..C-1 with every class present in 'y_train'; C = {len(names)} "
+                         f"(from {source}) but {len(absent)} class(es) have no training example: {shown}")
+    return names
+
+
 def load_npz_dataset(path: str | Path) -> RawDataset:
-    """A local `.npz` with x_train, y_train, x_test, y_test (and optionally `classes`)."""
+    """A local `.npz` with x_train, y_train, x_test, y_test (and optionally `classes`, the class names), read without
+    unpickling anything. Labels must be 0..C-1 with every class present in y_train (`_class_names`)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(
             f"dataset path '{path}' does not exist or is not a file; expected an .npz with keys {NPZ_REQUIRED_KEYS}"
         )
-    with np.load(path, allow_pickle=False) as archive:
+    if not zipfile.is_zipfile(path):
+        raise ValueError(f"{path} is not an .npz (zip) file; expected one written by numpy.savez with keys "
+                         f"{list(NPZ_REQUIRED_KEYS)}")
+    try:
+        archive = np.load(path, allow_pickle=False)
+    except (zipfile.BadZipFile, OSError, ValueError) as error:
+        raise ValueError(f"{path} is not a readable .npz (zip) file: {error}") from error
+    with archive:
         missing = [k for k in NPZ_REQUIRED_KEYS if k not in archive.files]
         if missing:
             raise ValueError(
                 f"{path}: missing key(s) {missing}; required are {list(NPZ_REQUIRED_KEYS)} (found {archive.files})"
             )
-        x_train = _to_nchw_uint8(archive["x_train"], "x_train", str(path))
-        x_test = _to_nchw_uint8(archive["x_test"], "x_test", str(path))
-        y_train = _labels(archive["y_train"], "y_train", str(path), len(x_train))
-        y_test = _labels(archive["y_test"], "y_test", str(path), len(x_test))
-        classes_array = archive["classes"] if "classes" in archive.files else None
+        x_train = _to_nchw_uint8(_npz_array(archive, "x_train", path), "x_train", str(path))
+        x_test = _to_nchw_uint8(_npz_array(archive, "x_test", path), "x_test", str(path))
+        y_train = _labels(_npz_array(archive, "y_train", path), "y_train", str(path), len(x_train))
+        y_test = _labels(_npz_array(archive, "y_test", path), "y_test", str(path), len(x_test))
+        classes_array = _npz_array(archive, "classes", path) if "classes" in archive.files else None
     if x_train.shape[1:] != x_test.shape[1:]:
         raise ValueError(
             f"{path}: x_train images {tuple(x_train.shape[1:])} and x_test {tuple(x_test.shape[1:])} differ"
         )
-    num_classes = int(max(y_train.max().item(), y_test.max().item())) + 1
-    if classes_array is not None and len(classes_array) >= num_classes:
-        classes = tuple(str(c) for c in classes_array.tolist())
-    else:
-        classes = tuple(str(c) for c in range(num_classes))
-    return RawDataset(path.stem, x_train, y_train, x_test, y_test, classes)
+    return RawDataset(path.stem, x_train, y_train, x_test, y_test, _class_names(y_train, y_test, classes_array, path))
 
 
 def load_torchvision_cifar10(root: str | Path, download: bool = True) -> RawDataset:

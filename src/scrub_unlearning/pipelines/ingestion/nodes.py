@@ -20,10 +20,11 @@ def load_raw_dataset(dataset: dict) -> RawDataset:
     return raw
 
 
-def split_dataset(raw: RawDataset, splits: dict, scenarios: dict, training_sets: dict,
-                  seeds: list) -> tuple[Splits, pd.DataFrame]:
-    """Fixed splits, then every scenario's forget specification is checked against them before any training."""
+def split_dataset(raw: RawDataset, splits: dict, scenarios: dict, training_sets: dict, seeds: list,
+                  ulira: dict | None = None) -> tuple[Splits, pd.DataFrame]:
+    """Fixed splits, then every scenario's forget specification (and U-LiRA's pool) is checked against them before
+    any training."""
     result = make_splits(raw, splits)
-    check_scenarios(result, scenarios, training_sets, seeds)
+    check_scenarios(result, scenarios, training_sets, seeds, ulira)
     log.info("splits: %s", {name: len(y) for name, y in result.y.items()})
     return result, result.table()

@@ -12,6 +12,7 @@ def create_pipeline() -> Pipeline:
     return Pipeline([
         node(nodes.load_raw_dataset, "params:dataset", "raw_dataset", name="load_raw_dataset", tags=["ingestion"]),
         node(nodes.split_dataset,
-             ["raw_dataset", "params:splits", "params:scenarios", "params:training_sets", "params:seeds"],
+             ["raw_dataset", "params:splits", "params:scenarios", "params:training_sets", "params:seeds",
+              "params:ulira"],
              ["splits", "split_table"], name="split_dataset", tags=["ingestion"]),
     ])
