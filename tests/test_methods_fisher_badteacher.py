@@ -181,8 +181,9 @@ def test_bad_teacher_follows_the_random_teacher_on_forget_and_the_original_on_re
     assert not student.training
     assert info["retain_examples_used"] == round(0.3 * len(task.retain_x))
 
-    seed_everything(task.seed)
+    seed_everything(bad_teacher.incompetent_teacher_seed(task.seed))
     incompetent = build_model(digits_original.spec).eval()
+    assert info["incompetent_teacher_seed"] == bad_teacher.incompetent_teacher_seed(task.seed)
 
     def kl(student_model, teacher_model, x):
         return float(kl_teacher_student(predict_logits(student_model, x), predict_logits(teacher_model, x), 1.0))
@@ -198,6 +199,19 @@ def test_bad_teacher_follows_the_random_teacher_on_forget_and_the_original_on_re
 
     again, _ = bad_teacher.unlearn(digits_original, task, {}, CPU)
     assert same_state(state(student), state(again))             # same seed -> identical result
+
+
+def test_the_incompetent_teacher_is_not_the_originals_starting_point(digits_original):
+    """Its own seed (a hash of the task's): never the weights the Original (or Retrain) started from, which are
+    `build_model` after `seed_everything(seed)` with the task's seed itself."""
+    seeds = [bad_teacher.incompetent_teacher_seed(s) for s in (1, 2, 3)]
+    assert seeds == [bad_teacher.incompetent_teacher_seed(s) for s in (1, 2, 3)]   # deterministic
+    assert len(set(seeds)) == 3 and not set(seeds) & {1, 2, 3} and all(0 <= s < 2**31 for s in seeds)
+    seed_everything(1)
+    original_start = state(build_model(digits_original.spec))
+    seed_everything(seeds[0])
+    teacher = state(build_model(digits_original.spec))
+    assert not same_state(original_start, teacher)
 
 
 # ---------------------------------------------------------------- parameters

@@ -17,6 +17,7 @@ from scrub_unlearning.evaluation import (
     basic_mia,
     evaluate_model,
     interclass_confusion,
+    interclass_error,
     per_example_loss,
 )
 
@@ -111,6 +112,19 @@ def test_interclass_confusion_other_errors_not_counted_and_empty_is_nan():
     assert count == 0 and math.isnan(error)
 
 
+def test_the_two_interclass_definitions_hand_computed():
+    labels = torch.tensor([3, 3, 3, 8, 8, 1, 1, 8])
+    predicted = [8, 3, 5, 3, 8, 8, 3, 2]
+    logits = _one_hot_logits(predicted, 10)
+    # ours (A<->B only): true 3 -> 8 once, true 8 -> 3 once, of the 6 examples of 3 and 8
+    assert interclass_confusion(logits, labels, 3, 8) == (pytest.approx(100.0 * 2 / 6), 2)
+    # the authors' (every error on a true 3 or 8): also 3 -> 5 and 8 -> 2; the 1s' errors never count
+    assert interclass_error(logits, labels, 3, 8) == (pytest.approx(100.0 * 4 / 6), 4)
+    assert interclass_error(logits, labels, 8, 3) == interclass_error(logits, labels, 3, 8)
+    error, count = interclass_error(_one_hot_logits([0, 1], 3), torch.tensor([2, 2]), 0, 1)
+    assert count == 0 and math.isnan(error)
+
+
 def test_per_example_loss_clips_to_100():
     logits = torch.tensor([[0.0, 1000.0], [0.0, 0.0], [5.0, 0.0]])
     losses = per_example_loss(logits, torch.tensor([0, 0, 0]))
@@ -192,6 +206,9 @@ def test_evaluate_model_rc_scores_forget_against_stored_labels():
     assert row["ic_error_test"] == pytest.approx(40.0)
     assert row["ic_count_retain"] == 1
     assert row["ic_error_retain"] == pytest.approx(100.0 / 3)
+    # every error on true 0/1 here is a 0<->1 confusion, so the authors' definition agrees
+    assert (row["ic_all_count_test"], row["ic_all_error_test"]) == (2, pytest.approx(40.0))
+    assert (row["ic_all_count_retain"], row["ic_all_error_retain"]) == (1, pytest.approx(100.0 / 3))
 
 
 def test_evaluate_model_up_reports_mia_with_forget_class_test_examples():

@@ -384,3 +384,32 @@ def test_a_method_failing_on_some_seeds_is_averaged_over_the_others_and_starred(
     bars = metric_bars_figure(frame, "s", ["forget_error"]).axes[0]
     assert _bars(bars) == {"retrain": pytest.approx(6.0), "scrub": pytest.approx(30.0)}
     assert _retrain_line(bars) == pytest.approx(6.0)
+
+
+def test_seed_summary_of_the_report_has_the_t_interval_of_each_mean(table):
+    from scrub_unlearning.evaluation.statistics import mean_interval
+    from scrub_unlearning.reporting.tables import summarise
+
+    up = table[table["scenario"] == "up"]
+    summary = summarise(up, ["forget_error", "ulira_auc"]).set_index("model")
+    expected = mean_interval([10.0, 12.0])  # Retrain's forget error over the two seeds
+    retrain = summary.loc["retrain"]
+    assert (retrain["forget_error_mean"], retrain["forget_error_std"]) == (11.0, pytest.approx(math.sqrt(2)))
+    assert (retrain["forget_error_mean_ci_low"], retrain["forget_error_mean_ci_high"]) == (
+        pytest.approx(expected.low), pytest.approx(expected.high))
+    rb = summarise(table[table["scenario"] == "rb_class"], ["forget_error"]).set_index("model")
+    assert math.isnan(rb.loc["scrub", "forget_error_mean_ci_low"])  # one seed: no interval
+
+
+def test_run_report_shows_klom_and_both_interclass_definitions_first():
+    rows = pd.DataFrame([
+        _row("rc", "rc", "retrain", ic_error_test=1.0, ic_all_error_test=2.0, ic_all_count_test=4.0, zzz=1.0),
+        _row("up", "up", "scrub", ulira_auc=0.6, klom_forget_p95=1.25, zzz=1.0),
+    ])
+    html = run_report(rows, "t")
+    headers = [re.findall(r"<th>(.*?)</th>", head.replace("<wbr>", ""))
+               for head in re.findall(r"<thead>.*?</thead>", html)]
+    rc, up = headers[-2], headers[-1]  # the two scenarios' tables, after the run summary's
+    assert rc.index("ic_error_test") < rc.index("ic_all_error_test") < rc.index("zzz")
+    assert up.index("ulira_auc") < up.index("klom_forget_p95") < up.index("zzz")
+    assert '<td class="num">4</td>' in html  # the count shows as an integer

@@ -151,6 +151,22 @@ def test_guard_prevents_collapse(digits_original, digits_task):
     # after the guard fired no max step ran, and rejected epochs left no checkpoint for SCRUB+R
     assert all(row["max_loss"] is None for row in info_on["trajectory"] if row["epoch"] > info_on["guard_epoch"])
     assert info_on["guard_epoch"] not in info_on["checkpoints"]
+    # the paired test on ~360 kept-class validation examples: a collapse is no chance rise; every epoch has its p
+    assert all(row["guard_p_value"] < 0.05 for row in info_on["trajectory"] if not row["accepted"])
+    assert all(0.0 <= row["guard_p_value"] <= 1.0 for row in info_on["trajectory"][1:])
+
+
+def test_guard_on_a_tiny_validation_set_cannot_reject_by_chance():
+    """6 validation examples: the smallest possible one-sided McNemar p-value is 1/2^6, so at guard_alpha 1e-3 no
+    rise is ever significant and the guard (even with a 0-point bound) leaves SCRUB exactly as without it."""
+    params = {**PARAMS, "lr": 0.5, "msteps": 2, "epochs": 2, "max_utility_drop": 0.0, "guard_alpha": 1e-3}
+    guarded, info = scrub.unlearn(two_layer_network(), toy_task(), params, torch.device("cpu"))
+    unguarded, _ = scrub.unlearn(two_layer_network(), toy_task(), {**params, "max_utility_drop": None},
+                                 torch.device("cpu"))
+    assert not info["guard_fired"]
+    assert all(row["guard_p_value"] >= 1 / 64 for row in info["trajectory"][1:])
+    for a, b in zip(guarded.parameters(), unguarded.parameters(), strict=True):
+        assert torch.equal(a, b)
 
 
 def test_scrub_forgets_a_class_on_real_digits(digits_original, digits_task):

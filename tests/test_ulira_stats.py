@@ -172,7 +172,8 @@ def test_separated_distributions_are_detected():
     assert result.acc > 0.8
     assert 0.0 <= result.ci_low <= result.auc <= result.ci_high <= 1.0
     metrics = result.as_metrics()
-    assert set(metrics) == {"ulira_auc", "ulira_auc_ci_low", "ulira_auc_ci_high", "ulira_acc"}
+    assert set(metrics) == {"ulira_auc", "ulira_auc_ci_low", "ulira_auc_ci_high", "ulira_acc",
+                            "ulira_auc_ci_examples_low", "ulira_auc_ci_examples_high"}
     assert all(isinstance(v, float) for v in metrics.values())
     assert metrics["ulira_auc"] == result.auc and metrics["ulira_acc"] == result.acc
 
@@ -303,7 +304,7 @@ def test_acc_uses_a_threshold_fitted_on_the_other_shadows():
     assert result.acc != pytest.approx((predicted == truth).mean(), rel=1e-9)
 
 
-def test_bootstrap_resamples_examples():
+def test_examples_only_bootstrap_resamples_examples():
     phi, member, nonmember = _forget_subsets(12, 30, seed=11)
     result = ulira(phi, member, nonmember, seed=5, n_bootstrap=40)
     scored = result.scores.dropna(subset=["score"])
@@ -313,6 +314,24 @@ def test_bootstrap_resamples_examples():
     for _ in range(40):  # duplicate every pair of every drawn example, as many times as it was drawn
         drawn = rng.choice(examples, size=examples.size, replace=True)
         pairs = pd.concat([scored[scored["example"] == i] for i in drawn])
+        aucs.append(roc_auc_score(pairs["member"], pairs["score"]))
+    np.testing.assert_allclose([result.ci_examples_low, result.ci_examples_high], np.percentile(aucs, [2.5, 97.5]),
+                               rtol=1e-12)
+
+
+def test_two_level_bootstrap_resamples_shadows_and_examples():
+    phi, member, nonmember = _forget_subsets(12, 30, seed=11)
+    result = ulira(phi, member, nonmember, seed=5, n_bootstrap=40)
+    scored = result.scores.dropna(subset=["score"])
+    shadows, examples = np.unique(scored["shadow"]), np.unique(scored["example"])
+    rng = np.random.default_rng([5, 2])
+    aucs = []
+    for _ in range(40):  # every pair duplicated (times its shadow was drawn) x (times its example was drawn)
+        drawn_shadows = rng.choice(shadows, size=shadows.size, replace=True)
+        drawn_examples = rng.choice(examples, size=examples.size, replace=True)
+        times = (np.bincount(drawn_shadows, minlength=12)[scored["shadow"]]
+                 * np.bincount(drawn_examples, minlength=30)[scored["example"]])
+        pairs = scored.loc[scored.index.repeat(times)]
         aucs.append(roc_auc_score(pairs["member"], pairs["score"]))
     np.testing.assert_allclose([result.ci_low, result.ci_high], np.percentile(aucs, [2.5, 97.5]), rtol=1e-12)
 

@@ -14,7 +14,8 @@ APPLICATION_METRICS = {
     "rb_class": ("forgotten_class_test_error",),
     "rb_selective": (),
     "up": ("mia_basic", "mia_basic_split_std"),
-    "rc": ("ic_error_test", "ic_count_test", "ic_error_retain", "ic_count_retain"),
+    "rc": ("ic_error_test", "ic_count_test", "ic_error_retain", "ic_count_retain",
+           "ic_all_error_test", "ic_all_count_test", "ic_all_error_retain", "ic_all_count_retain"),
 }
 
 
@@ -23,6 +24,16 @@ def interclass_confusion(logits: torch.Tensor, labels: torch.Tensor, a: int, b: 
     predicted = logits.argmax(dim=1)
     count = int(((labels == a) & (predicted == b)).sum() + ((labels == b) & (predicted == a)).sum())
     total = int(((labels == a) | (labels == b)).sum())
+    return (100.0 * count / total if total else float("nan")), count
+
+
+def interclass_error(logits: torch.Tensor, labels: torch.Tensor, a: int, b: int) -> tuple[float, int]:
+    """The SCRUB authors' interclass-confusion error: every error on examples whose true label is A or B (predicted
+    as any wrong class, not only the other of the two) / (#true A + #true B), in %, and that numerator."""
+    predicted = logits.argmax(dim=1)
+    of_pair = (labels == a) | (labels == b)
+    count = int((of_pair & (predicted != labels)).sum())
+    total = int(of_pair.sum())
     return (100.0 * count / total if total else float("nan")), count
 
 
@@ -35,7 +46,8 @@ def evaluate_model(model: nn.Module, task: UnlearningTask, test_x: torch.Tensor,
     """forget/retain/test/validation error (%) plus the application's metrics.
 
     RB class: test and validation errors on the kept classes, `forgotten_class_test_error` separately.
-    RC: `forget_error` against the stored wrong labels; interclass confusion on true labels.
+    RC: `forget_error` against the stored wrong labels; on true labels, the A<->B confusions only (`ic_error_*`,
+    `interclass_confusion`) and the authors' every-error-on-A-or-B (`ic_all_error_*`, `interclass_error`).
     UP: the basic MIA, members = forget set, non-members = test examples of the forget set's classes.
     """
     model = model.to(device).eval()
@@ -57,6 +69,8 @@ def evaluate_model(model: nn.Module, task: UnlearningTask, test_x: torch.Tensor,
         a, b = sorted(task.swap)[:2]
         row["ic_error_test"], row["ic_count_test"] = interclass_confusion(test_logits, test_y, a, b)
         row["ic_error_retain"], row["ic_count_retain"] = interclass_confusion(retain_logits, task.retain_y, a, b)
+        row["ic_all_error_test"], row["ic_all_count_test"] = interclass_error(test_logits, test_y, a, b)
+        row["ic_all_error_retain"], row["ic_all_count_retain"] = interclass_error(retain_logits, task.retain_y, a, b)
     elif task.application == "up":
         nonmembers = _of_classes(test_y, task.forget_classes)
         row["mia_basic"], row["mia_basic_split_std"] = basic_mia(

@@ -15,6 +15,12 @@ lives elsewhere. Conventions:
 - A parameter is NaN where its side has no observation for that example; such examples get a NaN score, are kept
   (with NaN) in `UliraResult.scores` and are left out of the AUC, its bootstrap interval, the thresholds and `acc`.
 - AUC and `acc` are fractions in [0, 1], not percentages. `acc` is balanced accuracy, (TPR + TNR) / 2.
+- Intervals are percentile bootstraps of the AUC with the leave-one-shadow-out scores held fixed (no refit per
+  resample). `ci_low`/`ci_high` resample shadows AND examples (a two-way "pigeonhole" bootstrap, Owen 2007: a pair's
+  weight is its shadow's count times its example's count), so the interval carries the shadow-to-shadow variance as
+  well as the example-to-example one; it is mildly conservative. `ci_examples_low`/`_high` resample examples only
+  (the narrower interval reported before). `paired_auc_difference` applies the same resampled weights to two
+  methods scored on the same shadows, so their shared shadow and example noise cancels in the difference.
 """
 
 from __future__ import annotations
@@ -110,7 +116,8 @@ def log_likelihood_ratio(phi_target: np.ndarray, mu_in, sd_in, mu_out, sd_out) -
 
 @dataclass(frozen=True, eq=False)
 class UliraResult:
-    """Outcome of `ulira`. `auc`, `ci_low`, `ci_high` and `acc` (balanced accuracy) are fractions in [0, 1].
+    """Outcome of `ulira`. `auc`, `ci_low`, `ci_high` and `acc` (balanced accuracy) are fractions in [0, 1];
+    `ci_low`/`ci_high` resample shadows and examples, `ci_examples_low`/`_high` examples only (module docstring).
 
     `scores` has one row per (shadow, example) pair that was a member or a non-member of that shadow: columns
     shadow, example, member (bool), score (leave-one-shadow-out log-likelihood ratio; NaN where unscorable).
@@ -124,6 +131,8 @@ class UliraResult:
     scores: pd.DataFrame = field(repr=False)
     fpr: np.ndarray = field(repr=False)
     tpr: np.ndarray = field(repr=False)
+    ci_examples_low: float = float("nan")
+    ci_examples_high: float = float("nan")
 
     @property
     def roc(self) -> tuple[np.ndarray, np.ndarray]:
@@ -133,7 +142,9 @@ class UliraResult:
     def as_metrics(self) -> dict[str, float]:
         """The MLflow / table metrics (docs/design.md §5 names); AUC and acc in [0, 1]."""
         return {"ulira_auc": float(self.auc), "ulira_auc_ci_low": float(self.ci_low),
-                "ulira_auc_ci_high": float(self.ci_high), "ulira_acc": float(self.acc)}
+                "ulira_auc_ci_high": float(self.ci_high), "ulira_acc": float(self.acc),
+                "ulira_auc_ci_examples_low": float(self.ci_examples_low),
+                "ulira_auc_ci_examples_high": float(self.ci_examples_high)}
 
 
 def _validate(phi: np.ndarray, member: np.ndarray, nonmember: np.ndarray) -> None:
@@ -185,6 +196,98 @@ def _auc_with_multiplicity(is_member: np.ndarray, scores: np.ndarray, example: n
     return float(roc_auc_score(y, scores[keep], sample_weight=weight[keep]))
 
 
+def weighted_aucs(is_member: np.ndarray, scores: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """ROC AUC of the pairs (is_member, scores) under each row of `weights` (B, N) as sample weights: P(a member
+    scores above a non-member) + ½ P(tie), weighted. The same value as sklearn's `roc_auc_score(..., sample_weight=
+    row)`, for B rows at once (a bootstrap needs thousands). NaN for a row without weight on both classes."""
+    is_member = np.asarray(is_member, dtype=bool)
+    scores = np.asarray(scores, dtype=np.float64)
+    weights = np.atleast_2d(np.asarray(weights, dtype=np.float64))
+    order = np.argsort(scores, kind="mergesort")
+    ordered = scores[order]
+    starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])  # groups of tied scores
+    w = weights[:, order]
+    member = is_member[order]
+    w_in = np.add.reduceat(w * member, starts, axis=1)
+    w_out = np.add.reduceat(w * ~member, starts, axis=1)
+    below = np.cumsum(w_out, axis=1) - w_out  # non-member weight strictly below each tie group
+    numerator = (w_in * (below + 0.5 * w_out)).sum(axis=1)
+    denominator = w_in.sum(axis=1) * w_out.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(denominator > 0, numerator / np.where(denominator > 0, denominator, 1.0), np.nan)
+
+
+def _percentile_interval(values: np.ndarray) -> tuple[float, float]:
+    if np.isnan(values).all():
+        return float("nan"), float("nan")
+    low, high = np.nanpercentile(values, [2.5, 97.5])
+    return float(low), float(high)
+
+
+def _example_weights(example: np.ndarray, n_bootstrap: int, seed: int) -> np.ndarray:
+    """(B, N) pair weights of the examples-only bootstrap: each pair counts as often as its example was drawn."""
+    rng = np.random.default_rng(int(seed))
+    scored = np.unique(example)
+    size = int(example.max()) + 1 if example.size else 0
+    rows = np.empty((n_bootstrap, example.size))
+    for b in range(n_bootstrap):
+        rows[b] = np.bincount(rng.choice(scored, size=scored.size, replace=True), minlength=size)[example]
+    return rows
+
+
+def two_level_weights(shadow: np.ndarray, example: np.ndarray, n_bootstrap: int, seed: int) -> np.ndarray:
+    """(B, N) pair weights of the two-level bootstrap: draw the shadows with replacement and, independently, the
+    examples with replacement; a (shadow, example) pair counts (times its shadow was drawn) × (times its example was
+    drawn). Seeded by (seed, 2), so it never repeats the examples-only draws."""
+    rng = np.random.default_rng([int(seed), 2])
+    shadows, examples = np.unique(shadow), np.unique(example)
+    n_shadow = int(shadow.max()) + 1 if shadow.size else 0
+    n_example = int(example.max()) + 1 if example.size else 0
+    rows = np.empty((n_bootstrap, shadow.size))
+    for b in range(n_bootstrap):
+        shadow_count = np.bincount(rng.choice(shadows, size=shadows.size, replace=True), minlength=n_shadow)
+        example_count = np.bincount(rng.choice(examples, size=examples.size, replace=True), minlength=n_example)
+        rows[b] = shadow_count[shadow] * example_count[example]
+    return rows
+
+
+def _bootstrap_aucs(is_member: np.ndarray, scores: np.ndarray, weights: np.ndarray, chunk: int = 250) -> np.ndarray:
+    return np.concatenate([weighted_aucs(is_member, scores, weights[i:i + chunk])
+                           for i in range(0, len(weights), chunk)]) if len(weights) else np.array([])
+
+
+def paired_auc_difference(scores_a: pd.DataFrame, scores_b: pd.DataFrame, seed: int,
+                          n_bootstrap: int = 1000) -> tuple[float, float, float]:
+    """AUC(a) − AUC(b) of two methods attacked on the same shadows, with its 95% two-level bootstrap interval.
+
+    `scores_a`, `scores_b`: score tables (`UliraResult.scores` or a saved `<model>_ulira_scores.csv`: shadow,
+    example, member, score). Only the (shadow, example) pairs both scored enter; every resample draws shadows and
+    examples once and weighs both methods' pairs alike (a paired bootstrap). Returns (difference, low, high); NaN
+    when the pairs lack a member or a non-member."""
+    keys = ["shadow", "example"]
+    a = scores_a[[*keys, "member", "score"]].dropna(subset=["score"])
+    b = scores_b[[*keys, "member", "score"]].dropna(subset=["score"])
+    both = a.merge(b, on=keys, suffixes=("_a", "_b"))
+    member_a = both["member_a"].map(_as_bool).to_numpy(dtype=bool)
+    if not np.array_equal(member_a, both["member_b"].map(_as_bool).to_numpy(dtype=bool)):
+        raise ValueError("paired_auc_difference: the two score tables disagree on membership (not the same shadows)")
+    if member_a.all() or not member_a.any():
+        return float("nan"), float("nan"), float("nan")
+    shadow = both["shadow"].to_numpy(dtype=np.int64)
+    example = both["example"].to_numpy(dtype=np.int64)
+    s_a, s_b = both["score_a"].to_numpy(dtype=float), both["score_b"].to_numpy(dtype=float)
+    difference = float(roc_auc_score(member_a, s_a) - roc_auc_score(member_a, s_b))
+    weights = two_level_weights(shadow, example, int(n_bootstrap), seed)
+    boot = _bootstrap_aucs(member_a, s_a, weights) - _bootstrap_aucs(member_a, s_b, weights)
+    low, high = _percentile_interval(boot)
+    return difference, low, high
+
+
+def _as_bool(value) -> bool:
+    """A membership flag as stored in memory (bool) or read back from CSV ("True", 1, ...)."""
+    return str(value).strip().lower() in ("true", "1", "1.0")
+
+
 def ulira(phi: np.ndarray, member: np.ndarray, nonmember: np.ndarray, seed: int, n_bootstrap: int = 1000,
           global_variance: bool | None = None) -> UliraResult:
     """Leave-one-shadow-out U-LiRA on a (K, n) matrix of logit margins of unlearned shadows.
@@ -195,8 +298,11 @@ def ulira(phi: np.ndarray, member: np.ndarray, nonmember: np.ndarray, seed: int,
     entries by log-likelihood ratio.
 
     - `auc`: ROC AUC over all scored pairs.
-    - `ci_low`, `ci_high`: 2.5 / 97.5 percentiles of the AUC over `n_bootstrap` resamples of the examples (those with
-      at least one scored pair) with replacement, each example's pairs counted with its multiplicity; seeded.
+    - `ci_low`, `ci_high`: 2.5 / 97.5 percentiles of the AUC over `n_bootstrap` two-level resamples: shadows and
+      examples (those with at least one scored pair) drawn with replacement, each pair weighted by its shadow's
+      times its example's multiplicity (`two_level_weights`); seeded.
+    - `ci_examples_low`, `ci_examples_high`: the same over resamples of the examples only, each example's pairs
+      counted with its multiplicity; seeded.
     - `acc`: for target k, the threshold maximising balanced accuracy on the other shadows' pairs, scored by the same
       fit (fitted without k), is applied to k's pairs; `acc` is the balanced accuracy of these predictions pooled
       over all targets (member and non-member counts may differ).
@@ -242,15 +348,9 @@ def ulira(phi: np.ndarray, member: np.ndarray, nonmember: np.ndarray, seed: int,
     fpr, tpr, _ = roc_curve(y, s)
     acc = _balanced_accuracy(predicted[shadow_idx[valid], example_idx[valid]], y)
 
-    rng = np.random.default_rng(int(seed))
-    scored_examples = np.unique(ex)
-    boot = np.empty(n_bootstrap)
-    for b in range(n_bootstrap):
-        drawn = rng.choice(scored_examples, size=scored_examples.size, replace=True)
-        boot[b] = _auc_with_multiplicity(y, s, ex, np.bincount(drawn, minlength=phi.shape[1]))
-    if np.isnan(boot).all():
-        ci_low = ci_high = float("nan")
-    else:
-        ci_low, ci_high = (float(v) for v in np.nanpercentile(boot, [2.5, 97.5]))
-    return UliraResult(auc=auc, ci_low=ci_low, ci_high=ci_high, acc=acc, scores=table, fpr=fpr, tpr=tpr)
+    sh = table["shadow"].to_numpy()[valid]
+    ci_examples = _percentile_interval(_bootstrap_aucs(y, s, _example_weights(ex, n_bootstrap, seed)))
+    ci_low, ci_high = _percentile_interval(_bootstrap_aucs(y, s, two_level_weights(sh, ex, n_bootstrap, seed)))
+    return UliraResult(auc=auc, ci_low=ci_low, ci_high=ci_high, acc=acc, scores=table, fpr=fpr, tpr=tpr,
+                       ci_examples_low=ci_examples[0], ci_examples_high=ci_examples[1])
 

@@ -12,13 +12,16 @@ Original's on retain examples (`scrub.kl_teacher_student`: batch-mean KL times T
 Parameters (the same on every preset, digits / small scale and large scale): optimizer adam (coupled L2
 weight_decay 0; sgd with `momentum` also accepted), lr 1e-3, epochs 1, batch_size 64, temperature 4,
 retain_fraction 0.3. The student trains in train mode (as in the authors' code); both teachers are in eval mode.
-The incompetent teacher is `build_model(original.spec)` after `seed_everything(task.seed)`; the retain subsample
-and the batch order come from a generator seeded by `task.seed`.
+The incompetent teacher is a fresh `build_model(original.spec)` after `seed_everything(incompetent_teacher_seed(
+task.seed))`: its own seed, derived from the task's by a hash, so it is never the Original's starting point (the
+Original and Retrain are built after `seed_everything(seed)` with the task's seed itself). The retain subsample and
+the batch order come from a generator seeded by `task.seed`.
 """
 
 from __future__ import annotations
 
 import copy
+import hashlib
 
 import torch
 from torch import nn
@@ -47,6 +50,14 @@ PARAMETERS: dict[str, Param] = {
 }
 
 
+def incompetent_teacher_seed(seed: int) -> int:
+    """The incompetent teacher's own seed: the first 4 bytes of SHA-256("bad_teacher/incompetent_teacher/<seed>") as
+    an integer below 2**31. Deterministic per task seed, and (unlike a small offset) it cannot coincide with another
+    seed the run uses (the Original's and Retrain's are the task seed, the shadows' seed·1000 + k)."""
+    digest = hashlib.sha256(f"bad_teacher/incompetent_teacher/{int(seed)}".encode()).digest()
+    return int.from_bytes(digest[:4], "big") % 2**31
+
+
 def _frozen(model: nn.Module, device: torch.device) -> nn.Module:
     model = prepare_model(model, device).eval()
     for p in model.parameters():
@@ -58,7 +69,8 @@ def unlearn(original: nn.Module, task: UnlearningTask, params: dict, device: tor
     """Bad-Teacher distillation of a copy of `original`; returns the student in eval mode and an info dict."""
     params = check_parameters("bad_teacher", params, PARAMETERS)
     competent = _frozen(copy.deepcopy(original), device)
-    seed_everything(task.seed)
+    teacher_seed = incompetent_teacher_seed(task.seed)
+    seed_everything(teacher_seed)
     incompetent = _frozen(build_model(original.spec), device)
     student = prepare_model(copy.deepcopy(original), device)
     for p in student.parameters():
@@ -95,5 +107,6 @@ def unlearn(original: nn.Module, task: UnlearningTask, params: dict, device: tor
         "epoch_losses": losses,
         "forget_examples": len(task.forget_x),
         "retain_examples_used": n_retain,
+        "incompetent_teacher_seed": teacher_seed,
     }
     return student, info

@@ -13,10 +13,14 @@ Teacher = frozen copy of the Original (eval mode); student = copy of the Origina
 One optimizer (SGD with momentum, or Adam with coupled L2 weight decay) serves both steps.
 
 The guard (ours, on by default; `max_utility_drop: null` turns it off and reproduces the authors' behaviour):
-after every epoch, the validation error on every class the model must keep is compared with the Original's; if it
-rose by more than `max_utility_drop` points, student and optimizer are restored to the last epoch within the bound,
-no further max steps run, and the remaining epochs run min steps only. Each accepted epoch's weights are kept, so
-SCRUB+R can rewind along this trajectory without running SCRUB again.
+after every epoch, the student's predictions on the validation examples of every class the model must keep are
+paired with the Original's (the teacher's) on the same examples. An epoch is rejected when the kept-class error rose
+by more than `max_utility_drop` points AND an exact one-sided McNemar test on the discordant examples (Original right
+and student wrong vs the opposite; `evaluation.statistics.paired_error_rise`) says the rise is not chance,
+p < `guard_alpha` (`guard_alpha: null`: the bound alone decides). A rejected epoch restores student and optimizer to
+the last accepted epoch; no further max steps run, and the remaining epochs run min steps only. Every epoch's p-value
+is in the trajectory (`guard_p_value`). Each accepted epoch's weights are kept, so SCRUB+R can rewind along this
+trajectory without running SCRUB again.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data import UnlearningTask
+from ..evaluation.statistics import guard_rejects, paired_error_rise
 from ..parameters import REQUIRED, Param, check_parameters
 from ..training import (
     autocast,
@@ -55,6 +60,10 @@ PARAMETERS: dict[str, Param] = {
     # the guard is on unless `max_utility_drop: null`
     "max_utility_drop": Param("float", 5.0, low=0.0, nullable=True,
                               help="the guard: most validation-error points the kept classes may lose; null = off"),
+    "guard_alpha": Param("float", 0.05, low=0.0, high=1.0, low_open=True, nullable=True,
+                         help="the guard's significance level: an epoch over the bound is rejected only when the "
+                              "paired (McNemar) test on the kept-class validation examples gives p below it; "
+                              "null = the bound alone"),
 }
 
 
@@ -70,13 +79,15 @@ def _state(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
-def _guard_view(logits: torch.Tensor, task: UnlearningTask) -> tuple[float, float]:
-    """(validation error on the kept classes, validation error of the forget classes scored as forget_error)."""
+def _guard_view(logits: torch.Tensor, task: UnlearningTask) -> tuple[float, float, torch.Tensor]:
+    """(validation error on the kept classes, validation error of the forget classes scored as forget_error, which
+    kept-class validation examples are predicted right: the guard's paired test compares these)."""
     kept = torch.isin(task.val_y, torch.tensor(task.kept_classes))
     of_forget_classes = torch.isin(task.val_y, torch.tensor(task.forget_classes))
     kept_error = error_percent(logits[kept], task.val_y[kept])
     forget_view = error_percent(logits[of_forget_classes], task.forget_view_labels(task.val_y[of_forget_classes]))
-    return kept_error, forget_view
+    kept_correct = (logits[kept].argmax(dim=1).cpu() == task.val_y[kept].cpu())
+    return kept_error, forget_view, kept_correct
 
 
 def unlearn(original: nn.Module, task: UnlearningTask, params: dict, device: torch.device) -> tuple[nn.Module, dict]:
@@ -89,16 +100,17 @@ def unlearn(original: nn.Module, task: UnlearningTask, params: dict, device: tor
 
     temperature, gamma, alpha = float(params["temperature"]), float(params["gamma"]), float(params["alpha"])
     msteps, epochs, base_lr = int(params["msteps"]), int(params["epochs"]), float(params["lr"])
-    max_drop = params.get("max_utility_drop")
+    max_drop, guard_alpha = params.get("max_utility_drop"), params.get("guard_alpha")
     optimizer = make_optimizer(student.parameters(), params)
     generator = torch.Generator().manual_seed(int(task.seed))
 
     retain_x, retain_y = task.retain_x.to(device), task.retain_y.to(device)
     forget_x = task.forget_x.to(device)
 
-    original_kept, original_forget_view = _guard_view(predict_logits(teacher, task.val_x, device), task)
+    original_kept, original_forget_view, original_correct = _guard_view(
+        predict_logits(teacher, task.val_x, device), task)
     trajectory = [{"epoch": 0, "max_loss": None, "min_loss": None, "val_error_kept": original_kept,
-                   "forget_class_val_error": original_forget_view, "accepted": True}]
+                   "forget_class_val_error": original_forget_view, "guard_p_value": None, "accepted": True}]
     checkpoints = {0: {k: v.to("cpu") for k, v in _state(student).items()}}
     last_good = (_state(student), copy.deepcopy(optimizer.state_dict()))
     max_steps_allowed, guard_epoch = True, None
@@ -130,11 +142,13 @@ def unlearn(original: nn.Module, task: UnlearningTask, params: dict, device: tor
         min_loss = total / max(1, len(batches))
         check_finite(student, min_loss if max_loss is None else min_loss + max_loss, f"scrub epoch {epoch}")
 
-        kept_error, forget_view = _guard_view(predict_logits(student, task.val_x, device), task)
-        accepted = max_drop is None or kept_error - original_kept <= float(max_drop)
+        kept_error, forget_view, kept_correct = _guard_view(predict_logits(student, task.val_x, device), task)
+        paired = paired_error_rise(original_correct.numpy(), kept_correct.numpy())
+        accepted = not guard_rejects(kept_error - original_kept, paired.p_value, max_drop, guard_alpha)
         trajectory.append({"epoch": epoch, "max_loss": None if max_loss is None else float(max_loss),
                            "min_loss": float(min_loss), "val_error_kept": kept_error,
-                           "forget_class_val_error": forget_view, "accepted": accepted})
+                           "forget_class_val_error": forget_view, "guard_p_value": paired.p_value,
+                           "accepted": accepted})
         if accepted:
             last_good = (_state(student), copy.deepcopy(optimizer.state_dict()))
             checkpoints[epoch] = {k: v.to("cpu") for k, v in last_good[0].items()}
@@ -146,7 +160,7 @@ def unlearn(original: nn.Module, task: UnlearningTask, params: dict, device: tor
             max_steps_allowed = False
 
     student.eval()
-    final_kept, final_forget_view = _guard_view(predict_logits(student, task.val_x, device), task)
+    final_kept, final_forget_view, _ = _guard_view(predict_logits(student, task.val_x, device), task)
     info = {
         "trajectory": trajectory,
         "checkpoints": checkpoints,

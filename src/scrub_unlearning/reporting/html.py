@@ -42,10 +42,12 @@ __all__ = ["request_report", "run_report", "write_report"]
 # columns shown first in the run tables, in this order; the rest follow in the table's order, `failure` last
 _LEADING_COLUMNS = ("model", "seed", "status", "forget_error", "retain_error", "test_error", "val_error",
                     "forgotten_class_test_error", "ic_error_test", "ic_error_retain", "ic_count_test",
-                    "ic_count_retain", "mia_basic", "mia_basic_split_std", "ulira_auc", "ulira_auc_ci_low",
-                    "ulira_auc_ci_high", "ulira_acc")
+                    "ic_count_retain", "ic_all_error_test", "ic_all_error_retain", "mia_basic",
+                    "mia_basic_split_std", "ulira_auc", "ulira_auc_ci_low", "ulira_auc_ci_high", "ulira_acc",
+                    "klom_forget_p50", "klom_forget_p95", "klom_retain_p50", "klom_retain_p95")
 _INTEGER_COLUMNS = {"seed", "guard_epoch", "ic_count_test", "ic_count_retain", "ic_count_test_gap",
-                    "ic_count_retain_gap", "seeds", "failed_seeds", "rank"}
+                    "ic_count_retain_gap", "ic_all_count_test", "ic_all_count_retain", "ic_all_count_test_gap",
+                    "ic_all_count_retain_gap", "seeds", "failed_seeds", "rank"}
 _REDUNDANT_IN_SECTION = {"scenario", "application"}
 _GUARD_COLUMN = "guard_fired"
 

@@ -8,6 +8,7 @@ from collections.abc import Iterable, Sequence
 
 import pandas as pd
 
+from ..evaluation.statistics import mean_interval
 from ..methods import DISPLAY_NAMES
 
 DEFAULT_METRICS = ("forget_error", "test_error")
@@ -29,7 +30,11 @@ METRIC_LABELS = {
     "val_error": "validation error (%)", "forgotten_class_test_error": "forgotten-class test error (%)",
     "ic_error_test": "interclass confusion, test (%)", "ic_error_retain": "interclass confusion, retain (%)",
     "ic_count_test": "interclass confusion, test (count)", "ic_count_retain": "interclass confusion, retain (count)",
+    "ic_all_error_test": "errors on the two classes, test (%)",
+    "ic_all_error_retain": "errors on the two classes, retain (%)",
     "mia_basic": "basic MIA accuracy (%)", "ulira_auc": "U-LiRA AUC", "ulira_acc": "U-LiRA balanced accuracy",
+    "klom_forget_p50": "KLoM, forget (median)", "klom_forget_p95": "KLoM, forget (95th pct.)",
+    "klom_retain_p50": "KLoM, never forgotten (median)", "klom_retain_p95": "KLoM, never forgotten (95th pct.)",
     "tow": "ToW", "seconds": "seconds", "scale_up": "scale-up vs Retrain",
 }
 """Axis labels of the charted metrics (unknown metrics are labelled with their column name)."""
@@ -102,9 +107,9 @@ def finite(value) -> bool:
 
 
 def summarise(rows: pd.DataFrame, metrics: Sequence[str]) -> pd.DataFrame:
-    """Per model (display order): mean and std over its successful seeds of each metric (`<metric>_mean`,
-    `<metric>_std`; std is NaN with one seed), the number of `seeds`, of `failed_seeds`, and whether every seed
-    `failed`."""
+    """Per model (display order): mean, std and 95% t-interval of the mean over its successful seeds of each metric
+    (`<metric>_mean`, `<metric>_std`, `<metric>_mean_ci_low`, `<metric>_mean_ci_high`; NaN but the mean with one
+    seed), the number of `seeds`, of `failed_seeds`, and whether every seed `failed`."""
     records = []
     ok = ok_mask(rows)
     for model in ordered_models(rows["model"]):
@@ -115,8 +120,9 @@ def summarise(rows: pd.DataFrame, metrics: Sequence[str]) -> pd.DataFrame:
         for metric in metrics:
             values = (pd.to_numeric(good[metric], errors="coerce").dropna() if metric in good.columns
                       else pd.Series(dtype=float))
-            record[f"{metric}_mean"] = float(values.mean()) if len(values) else math.nan
-            record[f"{metric}_std"] = float(values.std(ddof=1)) if len(values) > 1 else math.nan
+            stats = mean_interval(values.to_numpy(dtype=float))
+            record[f"{metric}_mean"], record[f"{metric}_std"] = stats.mean, stats.std
+            record[f"{metric}_mean_ci_low"], record[f"{metric}_mean_ci_high"] = stats.low, stats.high
         records.append(record)
     return pd.DataFrame.from_records(records)
 
