@@ -80,7 +80,7 @@ def test_a_diverging_method_gives_a_failed_row_and_no_model(digits_splits, digit
     assert ok_model.present and ok_info["status"] == "ok"
     # a rewinding method whose source failed fails too, with the reason
     failed_scrub = MethodResult("scrub", None, failure="DivergenceError: nan")
-    model, info = nodes.run_method(*args, {}, {}, {}, failed_scrub, method="scrub_r", seed=1)
+    model, info = nodes.run_method(*args, {}, {}, {}, None, failed_scrub, method="scrub_r", seed=1)
     assert not model.present and "scrub failed" in info["failure"]
 
 

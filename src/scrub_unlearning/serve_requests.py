@@ -1,7 +1,11 @@
-"""Serve every deletion request dropped into a folder, oldest first (the operator's command; docs/design.md §7).
+"""Serve every deletion request dropped into a folder, oldest first (the operator's command; docs/design.md §7),
+and look after the deletion ledger.
 
     python -m scrub_unlearning.serve_requests --incoming requests/incoming [--env base] [--done requests/done]
                                               [--failed requests/failed] [--project .]
+    python -m scrub_unlearning.serve_requests verify [--env base] [--project .]          # exit 1 when BROKEN
+    python -m scrub_unlearning.serve_requests repair-ledger [--env base] [--project .]    # after a torn line
+    python -m scrub_unlearning.serve_requests migrate-ledger [--env base] [--project .]  # schema 1, once
 
 For each `*.csv` in `--incoming`, before anything starts:
 
@@ -17,6 +21,11 @@ to the file). When the run ends and the ledger shows the request promoted, the f
 raised, or its model was registered but not promoted (a gate failed: the served model still holds the data), it
 moves to `--failed` with the reason. The exit status is 1 when any request failed, else 0. One invocation at a
 time per incoming folder (an advisory lock; a second one exits at once).
+
+While a request is unfinished in the ledger (a run was interrupted after its `intent` line), no other request
+starts: the others stay in `--incoming` until the unfinished one is served again (moved back into `--incoming`),
+which finishes it. A broken ledger (edited, reordered, deleted or torn lines) stops the command before anything
+is served: `verify` says what is wrong, `repair-ledger` recovers from a torn last line.
 
 Kedro side: imports Kedro, and MLflow through the pipeline.
 """
@@ -94,13 +103,21 @@ class Project:
         from kedro.framework.project import settings
         from kedro.framework.startup import bootstrap_project
 
+        from .validation import check_environment, check_run_config
+
         bootstrap_project(root)  # the project's settings, no session
         self.root, self.env = root, env
+        check_environment(root / settings.CONF_SOURCE, env)
         args = dict(settings.CONFIG_LOADER_ARGS)
         run_env = env or args.get("default_run_env") or "local"
         loader = settings.CONFIG_LOADER_CLASS(conf_source=str(root / settings.CONF_SOURCE), env=run_env, **args)
         self.parameters = loader["parameters"]
+        check_run_config(self.parameters)  # a no-op request opens no session, so the hook's check runs here
         self.request = dict(self.parameters[PIPELINE])
+        try:
+            self.mlflow = loader["mlflow"]
+        except (KeyError, ValueError):
+            self.mlflow = {}
         self._training_ids = None
         _setup_logging()
 
@@ -117,6 +134,16 @@ class Project:
 
         return request_ledger(self.request)
 
+    def use_registry(self) -> None:
+        """Point this process's MLflow client at the registry `kedro run --env <env>` uses (`mlflow.yml`)."""
+        import mlflow
+
+        server = (self.mlflow or {}).get("server") or {}
+        tracking = server.get("mlflow_tracking_uri") or os.environ.get("MLFLOW_TRACKING_URI")
+        if tracking:
+            mlflow.set_tracking_uri(tracking)
+        mlflow.set_registry_uri(server.get("mlflow_registry_uri") or tracking or mlflow.get_tracking_uri())
+
     def run(self, path: Path) -> None:
         """The deletion-request pipeline on `path`, in this process (one Kedro session, one MLflow run)."""
         from kedro.framework.session import KedroSession
@@ -130,13 +157,20 @@ class Project:
 
 
 def serve_one(path: Path, project: Project, done: Path, failed: Path,
-              run: Callable[[Path], None] | None = None) -> bool:
-    """Serve one request file; True when it ended in `done`."""
+              run: Callable[[Path], None] | None = None) -> bool | None:
+    """Serve one request file; True when it ended in `done`, False in `failed`, None when it stays in the incoming
+    folder (another request is unfinished in the ledger). A broken ledger (`LedgerError`) is raised."""
     from .pipelines.deletion_request.nodes import screen_request
+    from .serving import LedgerError, RequestInFlight
 
     run = run or project.run
     try:
         request, earlier = screen_request(path, project.ledger(), project.training_ids())
+    except LedgerError:
+        raise
+    except RequestInFlight as error:
+        log.error("%s: left in the incoming folder: %s", path.name, error)
+        return None
     except (ValueError, TypeError, OSError) as error:
         _fail(path, failed, str(error))
         return False
@@ -149,29 +183,47 @@ def serve_one(path: Path, project: Project, done: Path, failed: Path,
     log.info("%s: serving request %s (%d ids)", path.name, request.request_id, len(request))
     try:
         run(path.resolve())
+    except LedgerError:
+        raise
     except Exception as error:  # the run's own log holds the traceback
         log.exception("%s: the %s run raised", path.name, PIPELINE)
-        _fail(path, failed, f"the {PIPELINE} run failed: {type(error).__name__}: {error}")
+        reason = f"the {PIPELINE} run failed: {type(error).__name__}: {error}"
+        _fail(path, failed, reason + _unfinished(project, request))
         return False
 
-    served = project.ledger().find(request.request_id, request.ids)
+    ledger = project.ledger()
+    served = ledger.find(request.request_id, request.ids)
     if served is not None:
         _move(path, done)
         log.info("%s: request %s served: version %s replaces %s; moved to %s", path.name, request.request_id,
                  served.get("version_after"), served.get("version_before"), done)
         return True
-    recorded = [entry for entry in project.ledger().entries() if entry["request_id"] == request.request_id]
-    if recorded:
-        entry = recorded[-1]
-        checks = (entry.get("gates") or {}).get("checks") or {}
+    attempt = ledger.state(request.request_id, request.ids)
+    if attempt is not None and attempt.finished:
+        checks = (attempt.record.get("gates") or {}).get("checks") or {}
         failed_gates = sorted(name for name, check in checks.items() if not check.get("passed"))
-        reason = (f"version {entry.get('version_after')} was registered but NOT promoted (failed gates: "
+        reason = (f"version {attempt.version} was registered but NOT promoted (failed gates: "
                   f"{', '.join(failed_gates) or 'none named'}); the served model (version "
-                  f"{entry.get('version_before')}) still holds these examples")
+                  f"{attempt.version_before}) still holds these examples")
+    elif attempt is not None:
+        reason = f"the {PIPELINE} run stopped before the request was finished" + _unfinished(project, request)
     else:
         reason = f"the {PIPELINE} run finished without recording the request in the ledger"
     _fail(path, failed, reason)
     return False
+
+
+def _unfinished(project: Project, request) -> str:
+    """A sentence for the failed request's reason when its attempt is unfinished in the ledger, else ''."""
+    try:
+        attempt = project.ledger().state(request.request_id, request.ids)
+    except ValueError:
+        return ""
+    if attempt is None or attempt.finished:
+        return ""
+    return (f"; the request is unfinished in the ledger (last step '{attempt.step}' at line "
+            f"{attempt.lines[attempt.step]}): move the file back to the incoming folder to finish it — no other "
+            f"request is served until then")
 
 
 def serve(incoming: Path, done: Path, failed: Path, project_root: Path, env: str | None) -> int:
@@ -182,9 +234,25 @@ def serve(incoming: Path, done: Path, failed: Path, project_root: Path, env: str
         return 0
     log.info("%d request(s) in %s (env %s)", len(requests), incoming, env or "default")
     project = Project(project_root, env)
-    results = [serve_one(path, project, done, failed) for path in requests]
+    from .serving import LedgerError
+
+    results, waiting = [], []
+    try:
+        for path in requests:
+            outcome = serve_one(path, project, done, failed)
+            if outcome is None:
+                waiting.append(path)
+            else:
+                results.append(outcome)
+        if waiting and len(waiting) < len(requests):  # the unfinished request may have been finished since: retry
+            results += [serve_one(path, project, done, failed) or False for path in waiting]
+        else:
+            results += [False] * len(waiting)  # still waiting: counted as failed (exit status 1)
+    except LedgerError as error:
+        log.error("the deletion ledger is broken, nothing more is served: %s", error)
+        return 1
     failures = results.count(False)
-    log.info("done: %d served or already served, %d failed", len(results) - failures, failures)
+    log.info("done: %d served or already served, %d failed or waiting", len(results) - failures, failures)
     return 1 if failures else 0
 
 
@@ -192,21 +260,70 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m scrub_unlearning.serve_requests",
         description="Serve the deletion requests (CSV files) in a folder, oldest first: bad ones move to the failed "
-                    "folder with a reason, served and already-served ones to the done folder.")
+                    "folder with a reason, served and already-served ones to the done folder. Also: `verify`, "
+                    "`repair-ledger`, `migrate-ledger` (see `<command> --help`).")
     parser.add_argument("--incoming", required=True, type=Path, help="folder of request CSVs to serve")
     parser.add_argument("--done", type=Path, help="where served requests go (default: <incoming>/../done)")
     parser.add_argument("--failed", type=Path,
                         help="where failed requests go, with <name>.reason.txt (default: <incoming>/../failed)")
-    parser.add_argument("--env", default=None, help="Kedro environment (default: Kedro's, base + local)")
-    parser.add_argument("--project", type=Path, default=Path.cwd(),
-                        help="the Kedro project's root (default: the current directory)")
+    _project_arguments(parser)
     return parser
 
 
+def _project_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--env", default=None, help="Kedro environment (default: Kedro's, base + local)")
+    parser.add_argument("--project", type=Path, default=Path.cwd(),
+                        help="the Kedro project's root (default: the current directory)")
+
+
+LEDGER_COMMANDS = {
+    "verify": "check the ledger's chain and compare it with the Model Registry; print OK or BROKEN with the "
+              "reasons (exit 1 when BROKEN); orphan versions are tagged ledger_status=orphan",
+    "repair-ledger": "recover from a torn (unterminated) last line: complete it when it is whole and authentic, "
+                     "else move the fragment aside; then serve the interrupted request again",
+    "migrate-ledger": "convert a schema 1 ledger (unchained lines) to the authenticated, chained schema, once",
+}
+
+
+def ledger_command(command: str, argv: list[str]) -> int:
+    """`verify`, `repair-ledger` or `migrate-ledger` on the ledger of `deletion_request` in `--env`."""
+    parser = argparse.ArgumentParser(prog=f"python -m scrub_unlearning.serve_requests {command}",
+                                     description=LEDGER_COMMANDS[command])
+    _project_arguments(parser)
+    args = parser.parse_args(argv)
+    root = args.project.resolve()
+    os.chdir(root)  # the ledger and key paths in the parameters are the project root's
+    from .serving import LedgerError
+
+    project = Project(root, args.env)
+    try:
+        if command == "verify":
+            from .pipelines.verify_ledger.nodes import ledger_verdict
+
+            project.use_registry()
+            verdict = ledger_verdict(project.request, project.parameters["registry"])
+            print(verdict.text())
+            return 0 if verdict.ok else 1
+        ledger = project.ledger()
+        if command == "repair-ledger":
+            print(ledger.repair_torn_tail())
+        else:
+            from .serving import migrate_schema1
+
+            print(migrate_schema1(ledger.path, ledger.key))
+        return 0
+    except (LedgerError, OSError) as error:
+        print(f"{command}: {error}", file=sys.stderr)
+        return 1
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
     _setup_logging()
     os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "true")
+    if argv and argv[0] in LEDGER_COMMANDS:
+        return ledger_command(argv[0], argv[1:])
+    args = _parser().parse_args(argv)
     root = args.project.resolve()
     # relative paths (the arguments, and the ledger and key file in the parameters) are the project root's, as in
     # `kedro run`

@@ -1,22 +1,25 @@
 """Project datasets. `ModelDataset`: a model as a folder with `weights.safetensors` and `spec.json`, also in MLflow.
 
-A failed method saves an empty `ModelBundle`: the folder is emptied and nothing is written or logged, so no
-half-written or stale model is left in the catalog (docs/design.md §7); loading it gives the empty bundle back.
-Weights are never pickled.
+A failed method saves an empty `ModelBundle`: the folder is removed and nothing is written or logged, so no stale
+model is left in the catalog; loading it gives the empty bundle back. A save is atomic (docs/design.md §7): the new
+folder is written under a temporary name, fsynced and renamed into place, so a kill at any moment leaves either the
+old model or the new one, never a half-written folder. Weights are never pickled.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import uuid
 from pathlib import Path
 from typing import Any
 
 from kedro.io import AbstractDataset, DatasetError
 from safetensors.torch import load_file, save_file
 
-from ..evaluation.shadows import ShadowStore
 from ..models import ModelBundle
+from ..models.store import WeightStore
 
 WEIGHTS, SPEC = "weights.safetensors", "spec.json"
 
@@ -35,13 +38,28 @@ class ModelDataset(AbstractDataset[ModelBundle, ModelBundle]):
         return ModelBundle(load_file(str(self._path / WEIGHTS)), spec)
 
     def save(self, data: ModelBundle) -> None:
-        if self._path.exists():
-            shutil.rmtree(self._path)
+        self._path.parent.mkdir(parents=True, exist_ok=True)
+        token = uuid.uuid4().hex[:8]
+        old = self._path.with_name(f".{self._path.name}.old-{token}")
         if not data.present:
+            if self._path.exists():
+                os.replace(self._path, old)  # one rename: the folder is gone or intact, never half-deleted
+                shutil.rmtree(old)
             return
-        self._path.mkdir(parents=True)
-        save_file(data.weights, str(self._path / WEIGHTS))
-        (self._path / SPEC).write_text(json.dumps(data.spec, indent=2))
+        partial = self._path.with_name(f".{self._path.name}.partial-{token}")
+        partial.mkdir()
+        try:
+            save_file(data.weights, str(partial / WEIGHTS))
+            (partial / SPEC).write_text(json.dumps(data.spec, indent=2))
+            for name in (WEIGHTS, SPEC):
+                _fsync(partial / name)
+            if self._path.exists():
+                os.replace(self._path, old)
+            os.replace(partial, self._path)
+            _fsync(self._path.parent)
+        finally:
+            shutil.rmtree(partial, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
 
     def _exists(self) -> bool:
         return (self._path / SPEC).is_file()
@@ -50,19 +68,33 @@ class ModelDataset(AbstractDataset[ModelBundle, ModelBundle]):
         return {"path": str(self._path)}
 
 
-class ShadowStoreDataset(AbstractDataset[ShadowStore, ShadowStore]):
-    """The folder of U-LiRA shadow weights, addressed by content; loading gives the store the node reads and
-    fills (a shadow whose inputs did not change is reused, never retrained)."""
+def _fsync(path: Path) -> None:
+    """Flush a file (or a folder's entries) to disk."""
+    flags = os.O_RDONLY | (os.O_DIRECTORY if path.is_dir() and hasattr(os, "O_DIRECTORY") else 0)
+    try:
+        handle = os.open(path, flags)
+    except OSError:  # pragma: no cover - platforms that cannot open folders
+        return
+    try:
+        os.fsync(handle)
+    finally:
+        os.close(handle)
+
+
+class WeightStoreDataset(AbstractDataset[WeightStore, WeightStore]):
+    """A folder of weights addressed by content (U-LiRA's shadows, the pre-trained backbone, the run's models);
+    loading gives the store the node reads and fills (a model whose inputs did not change is reused, never
+    retrained)."""
 
     def __init__(self, path: str, metadata: dict | None = None) -> None:
         self._path = Path(path)
         self.metadata = metadata
 
-    def load(self) -> ShadowStore:
-        return ShadowStore(self._path)
+    def load(self) -> WeightStore:
+        return WeightStore(self._path)
 
-    def save(self, data: ShadowStore) -> None:
-        raise DatasetError("the shadow store is filled by the node that trains shadows, not saved as a whole")
+    def save(self, data: WeightStore) -> None:
+        raise DatasetError("a weight store is filled by the node that trains, not saved as a whole")
 
     def _exists(self) -> bool:
         return True

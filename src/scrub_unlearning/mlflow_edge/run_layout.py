@@ -10,8 +10,10 @@ pixels), and opens one child run per (scenario, seed, model) when that model's e
 - the forget set's size as a tag (its ids stay in the catalog, `data/03_primary/`).
 
 With several seeds, one more child per (scenario, model) tagged `seed: all` holds the `<metric>_mean`/`_std` over
-seeds. The run-wide table and the report stay on the parent. Child runs are made with `MlflowClient` (not the
-fluent API), so the parent stays the active run for kedro-mlflow's datasets, under any runner.
+seeds, the 95% t-interval of each mean (`_mean_ci_low`/`_high`), each gap to Retrain's paired t-test (`_gap_p`,
+`_gap_differs` as 1/0) and a `differs_from_retrain` tag naming the metrics whose gap is distinguishable from 0.
+The run-wide table and the report stay on the parent. Child runs are made with `MlflowClient` (not the fluent API),
+so the parent stays the active run for kedro-mlflow's datasets, under any runner.
 """
 
 from __future__ import annotations
@@ -32,9 +34,13 @@ from safetensors.torch import save_file
 from ..methods import DISPLAY_NAMES
 from ..models import ModelBundle
 from ..reporting import roc_figure
+from .run_status import mark_abandoned_runs, owner_tags
 
 log = logging.getLogger(__name__)
 NOT_METRICS = ("seed", "guard_epoch")
+SEED_SUMMARY_SUFFIXES = ("_mean", "_std", "_mean_ci_low", "_mean_ci_high", "_gap_p", "_gap_differs", "_seeds")
+"""Metrics of a seed-summary child run (pipelines/summary: mean, std, 95% t-interval, the paired t-test of each gap
+to Retrain and whether it differs from 0, as 1/0; yes/no columns counted over seeds)."""
 
 
 def _label(model: str) -> str:
@@ -104,7 +110,7 @@ class MlflowRunLayoutHook:
         pipeline_name = "+".join(n if n != "__default__" else "default" for n in names)
         when = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
         tags = {"mlflow.runName": f"{pipeline_name} · {self._env} · {when}", "env": self._env,
-                "pipeline": pipeline_name, "kind": "run"}
+                "pipeline": pipeline_name, "kind": "run", **owner_tags()}
         runner = run_params.get("runner")
         if runner:  # kedro-mlflow writes the runner's repr; a class name reads better
             tags["runner"] = str(runner).strip("<>").split(" ")[0].rsplit(".", 1)[-1]
@@ -113,6 +119,8 @@ class MlflowRunLayoutHook:
             client.set_tag(run.info.run_id, key, value)
         # the UI opens a model-training experiment on its runs table, not on the GenAI (traces) overview
         client.set_experiment_tag(run.info.experiment_id, "mlflow.experimentKind", "custom_model_development")
+        for run_id in mark_abandoned_runs(client, run.info.experiment_id, run.info.run_id):
+            log.warning("MLflow run %s was left RUNNING by a process that is gone: marked KILLED", run_id)
 
     @hook_impl
     def after_node_run(self, node, catalog, inputs, outputs, is_async, run_id) -> None:
@@ -143,7 +151,8 @@ class MlflowRunLayoutHook:
     def _child(self, parent, name: str, tags: dict) -> str:
         client = MlflowClient()
         child = client.create_run(parent.experiment_id, run_name=name,
-                                  tags={"mlflow.parentRunId": parent.run_id, "env": self._env, **tags})
+                                  tags={"mlflow.parentRunId": parent.run_id, "env": self._env, **owner_tags(),
+                                        **tags})
         return child.info.run_id
 
     def _log_model_run(self, parent, node, catalog, inputs: dict, outputs: dict) -> None:
@@ -210,8 +219,10 @@ class MlflowRunLayoutHook:
                                   "method": model, "seed": "all", "kind": "seed summary",
                                   "status": "ok" if not record.get("failed_seeds") else "failed"})
             for key, value in record.items():
-                if key.endswith(("_mean", "_std", "_seeds")) or key in ("seeds", "failed_seeds"):
+                if key.endswith(SEED_SUMMARY_SUFFIXES) or key in ("seeds", "failed_seeds"):
                     number = _number(value)
                     if number is not None:
                         client.log_metric(run_id, key, number, step=0)
+            if isinstance(record.get("differs_from_retrain"), str):
+                client.set_tag(run_id, "differs_from_retrain", record["differs_from_retrain"])
             client.set_terminated(run_id, "FINISHED")

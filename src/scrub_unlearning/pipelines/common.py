@@ -17,3 +17,8 @@ def bind(func, **fixed):
 def seeded(name: str, seed: int) -> str:
     """The namespace of `name` (a training set or scenario) for one seed."""
     return f"{name}.seed_{seed}"
+
+
+def reuse_store(runtime: dict, store):
+    """The run's model store, or None when `runtime.reuse_models` is false (recompute everything)."""
+    return store if runtime.get("reuse_models", True) else None

@@ -12,13 +12,22 @@ import torch
 
 from ...data import Splits, TrainingSet, build_forget_set, make_task
 from ...evaluation import APPLICATION_METRICS, BASE_METRICS, compare_to_retrain, evaluate_model, gap_metrics, scale_up
-from ...evaluation.attack import ULIRA_METRICS, AttackResult, Shadows, prepare_shadows, ulira_attack
+from ...evaluation.attack import (
+    AttackResult,
+    Shadows,
+    attack_row_metrics,
+    compare_attacks,
+    prepare_shadows,
+    ulira_attack,
+)
 from ...evaluation.shadows import ShadowStore
-from ...methods import method_parameters
+from ...methods import get_method, method_parameters
 from ...methods.runner import MethodResult, info_row_fields, unlearner
 from ...methods.runner import run_method as run_registered_method
 from ...models import ModelBundle
+from ...models.store import WeightStore
 from ...training import configure_runtime
+from ..common import reuse_store
 
 log = logging.getLogger(__name__)
 
@@ -30,16 +39,19 @@ def make_forget_set(splits: Splits, training_set: TrainingSet, scenario: dict, s
 
 def run_method(original: ModelBundle, splits: Splits, training_set: TrainingSet, forget_set: pd.DataFrame,
                scenario: dict, method_params: dict, training: dict, runtime: dict,
-               rewound: MethodResult | None = None, *, method: str, seed: int, hand_over: bool = False):
+               store: WeightStore | None = None, rewound: MethodResult | None = None, *, method: str, seed: int, hand_over: bool = False):
     """Unlearn the scenario's forget set from the Original with one registered method. Returns the model (empty
     when the method failed: nothing is saved, the run goes on) and its info (with the parameters it ran with); with
-    `hand_over`, also the result itself, for the method that rewinds this one."""
+    `hand_over`, also the result itself, for the method that rewinds this one. A result whose inputs did not change
+    comes from the run's model store (`runtime.reuse_models`)."""
     device = configure_runtime(runtime)
     task = make_task(splits, training_set, forget_set, scenario["application"], seed)
     params = method_parameters(method, method_params, scenario, training)
     log.info("%s: unlearning %d examples (%s) on %s", method, len(task.forget_y), scenario["application"], device)
-    result = run_registered_method(method, original.load(), task, params, device, rewound)
-    if result.ok:
+    result = run_registered_method(method, original.load(), task, params, device, rewound, reuse_store(runtime, store))
+    if result.info.get("reused"):
+        log.info("%s: reused from the model store (computed in %.1f s)", method, result.seconds)
+    elif result.ok:
         log.info("%s: done in %.1f s", method, result.seconds)
     else:
         log.warning("%s failed: %s", method, result.failure)
@@ -66,15 +78,20 @@ def train_shadow_models(original: ModelBundle, splits: Splits, training_set: Tra
 
 def attack_method(shadows: Shadows, splits: Splits, training_set: TrainingSet, forget_set: pd.DataFrame,
                   scenario: dict, method_params: dict, training: dict, ulira: dict, runtime: dict,
-                  rewound: list | None = None, *, method: str, seed: int, hand_over: bool = False):
+                  rewound: list | None = None, reference_scores: pd.DataFrame | None = None,
+                  rewound_scores: pd.DataFrame | None = None, store: WeightStore | None = None, *, method: str,
+                  seed: int, hand_over: bool = False):
     """U-LiRA against one model: every shadow unlearns its F_k with the method (Original: none), then the
     leave-one-shadow-out attack. Returns the metrics and the per-example scores (the model's MLflow child run draws
-    its ROC from them); with `hand_over`, also the per-shadow results, for the method that rewinds this one."""
+    its ROC from them); with `hand_over`, also the per-shadow results, for the method that rewinds this one.
+    `reference_scores` (Retrain's scores on the same shadows) adds KLoM and the paired interval of the AUC gap to
+    Retrain; `rewound_scores` (the rewound method's) adds the paired AUC difference to it (`compare_attacks`)."""
     device = configure_runtime(runtime)
     template = make_task(splits, training_set, forget_set, scenario["application"], seed)
     unlearn = None
     if method != "original":
-        unlearn = unlearner(method, method_parameters(method, method_params, scenario, training))
+        unlearn = unlearner(method, method_parameters(method, method_params, scenario, training),
+                            reuse_store(runtime, store))
     result: AttackResult = ulira_attack(
         shadows, training_set, template, unlearn, device, seed=seed, bootstrap=int(ulira.get("bootstrap", 1000)),
         workers=int(ulira.get("workers") or 0), rewound=rewound, name=method)
@@ -84,6 +101,14 @@ def attack_method(shadows: Shadows, splits: Splits, training_set: TrainingSet, f
                  metrics["ulira_auc_ci_high"])
     else:
         log.warning("U-LiRA for %s failed: %s", method, result.failure)
+    if method != "retrain":
+        rewound_name = get_method(method).rewinds if method != "original" else None
+        try:
+            result.metrics.update(compare_attacks(
+                result.scores, reference_scores, seed=seed, bootstrap=int(ulira.get("bootstrap", 1000)),
+                rewound_scores=rewound_scores, name=method, rewound_name=rewound_name))
+        except ValueError as error:  # not the same shadows: no comparison, the run goes on
+            log.warning("U-LiRA comparisons for %s skipped: %s", method, error)
     outputs = (result.metrics, result.scores)
     return (*outputs, result.per_shadow) if hand_over else outputs
 
@@ -112,7 +137,7 @@ def evaluate_method(model: ModelBundle, info: dict, splits: Splits, training_set
         task = make_task(splits, training_set, forget_set, application, seed)
         row.update(evaluate_model(model.load(), task, splits.x["test"], splits.y["test"], device, seed))
     if ulira is not None:
-        row.update({k: ulira.get(k, math.nan) for k in ULIRA_METRICS})
+        row.update(attack_row_metrics(ulira))
     if retrain_row is not None:
         if not model.present or retrain_row["status"] != "ok":
             row.update({f"{m}_gap": math.nan for m in gap_metrics(application)}, tow=math.nan)
