@@ -17,7 +17,7 @@ from kedro.config import OmegaConfigLoader
 from kedro.pipeline import Pipeline
 
 from .methods import REFERENCES
-from .pipelines import deletion_request, ingestion, originals, registry, scenarios, summary
+from .pipelines import deletion_request, ingestion, originals, registry, scenarios, summary, verify_ledger
 from .validation import check_config
 
 _config_loader = None
@@ -51,14 +51,15 @@ def create_pipelines(scenario_configs: dict, training_sets: dict, methods: list[
     if not seeds or len(set(seeds)) != len(seeds):
         raise ValueError(f"seeds {seeds}: give a non-empty list of distinct integers, e.g. [1] or [1, 2, 3]")
     all_tags = [f"method.{m}" for m in [*REFERENCES, *methods]]
-    ingest = Pipeline(ingestion.create_pipeline(), tags=all_tags)
+    ingest = Pipeline(ingestion.create_pipeline() + originals.create_pretraining_pipeline(), tags=all_tags)
     used_sets = sorted({s.get("training_set", "clean") for s in scenario_configs.values()})
     set_pipes = {ts: _concat(originals.create_pipeline(ts, seed, all_tags) for seed in seeds) for ts in used_sets}
     ulira_on = bool((ulira or {}).get("enabled"))
     models = [*REFERENCES, *methods]
     scenario_pipes = {
         name: _concat(scenarios.create_pipeline(name, s, methods, seed, all_tags,
-                                                ulira_on and s["application"] == "up") for seed in seeds)
+                                                ulira_on and s["application"] == "up",
+                                                (ulira or {}).get("methods")) for seed in seeds)
         + scenarios.scenario_table_pipeline(name, models, seeds)
         for name, s in scenario_configs.items()
     }
@@ -70,6 +71,7 @@ def create_pipelines(scenario_configs: dict, training_sets: dict, methods: list[
         "__default__": ingest + _concat(set_pipes.values()) + _concat(scenario_pipes.values())
         + summary.create_pipeline(list(scenario_configs), attacked, seeds[0]) + registration,
         "deletion_request": deletion_request.create_pipeline(ingestion.create_pipeline()),
+        "verify_ledger": verify_ledger.create_pipeline(),
     }
     if registration:
         result["register"] = ingest + originals.create_pipeline("clean", seeds[0], all_tags) + registration

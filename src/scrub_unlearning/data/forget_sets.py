@@ -30,6 +30,10 @@ class TrainingSet:
     true_labels: torch.Tensor
     relabelled_ids: torch.Tensor = field(default_factory=lambda: torch.empty(0, dtype=torch.int64))
     confused_classes: tuple[int, int] | None = None
+    # the pre-trained weights (head excluded) every model trained on this set starts from, and their content
+    # address; None: a random initialisation (docs/design.md §5, pre-training)
+    backbone: dict[str, torch.Tensor] | None = field(default=None, repr=False)
+    backbone_key: str | None = None
 
     def table(self) -> pd.DataFrame:
         """Ids with trained and true labels (no pixels), for the catalog."""
@@ -126,6 +130,7 @@ class UnlearningTask:
     forget_classes: tuple[int, ...]
     seed: int
     swap: dict[int, int] = field(default_factory=dict)
+    backbone: dict[str, torch.Tensor] | None = field(default=None, repr=False)  # what Retrain starts from
 
     def forget_view_labels(self, y: torch.Tensor) -> torch.Tensor:
         """Labels against which `forget_error` is scored: the RC swap A<->B, identity otherwise."""
@@ -182,4 +187,5 @@ def make_task(splits: Splits, training_set: TrainingSet, forget_table: pd.DataFr
         forget_x=training_set.x[is_forget], forget_y=training_set.labels[is_forget],
         val_x=splits.x["val"], val_y=splits.y["val"],
         num_classes=splits.num_classes, kept_classes=kept, forget_classes=forget_classes, seed=seed, swap=swap,
+        backbone=training_set.backbone,
     )

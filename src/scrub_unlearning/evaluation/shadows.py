@@ -20,16 +20,16 @@ from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
 from multiprocessing import get_context
-from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
 
 from ..data import TrainingSet, UnlearningTask
-from ..models import build_model, load_model, state_dict_for_saving
+from ..models import load_model, state_dict_for_saving
+from ..models.store import WeightStore
+from ..pretraining import initial_model
 from ..progress import report
-from ..training import predict_logits, seed_everything, train_model
+from ..training import predict_logits, train_model
 from .ulira import logit_margin
 
 
@@ -100,36 +100,25 @@ def shadow_task(training_set: TrainingSet, plan: ShadowPlan, k: int, template: U
         forget_x=training_set.x[is_forget], forget_y=training_set.labels[is_forget],
         val_x=template.val_x, val_y=template.val_y, num_classes=template.num_classes,
         kept_classes=template.kept_classes, forget_classes=template.forget_classes, seed=plan.seeds[k],
-        swap=template.swap,
+        swap=template.swap, backbone=template.backbone,
     )
 
 
-def shadow_key(spec: dict, recipe: dict, seed: int, ids: torch.Tensor, labels: torch.Tensor) -> str:
-    """Content address of a shadow: architecture, recipe, seed and exactly which (id, label) pairs it trains on."""
+def shadow_key(spec: dict, recipe: dict, seed: int, ids: torch.Tensor, labels: torch.Tensor,
+               backbone_key: str | None = None) -> str:
+    """Content address of a shadow: architecture, recipe, seed, the backbone it starts from (if any) and exactly
+    which (id, label) pairs it trains on."""
     digest = hashlib.sha256()
-    digest.update(json.dumps({"spec": spec, "recipe": recipe, "seed": seed}, sort_keys=True).encode())
+    description = {"spec": spec, "recipe": recipe, "seed": seed}
+    if backbone_key is not None:  # keys of shadows trained from scratch stay what they were
+        description["backbone"] = backbone_key
+    digest.update(json.dumps(description, sort_keys=True).encode())
     digest.update(ids.numpy().astype(np.int64).tobytes())
     digest.update(labels.numpy().astype(np.int64).tobytes())
     return digest.hexdigest()[:32]
 
 
-class ShadowStore:
-    """Shadow weights as safetensors files named by their content address (never pickled)."""
-
-    def __init__(self, folder: str | Path) -> None:
-        self.folder = Path(folder)
-
-    def path(self, key: str) -> Path:
-        return self.folder / f"{key}.safetensors"
-
-    def get(self, key: str) -> dict[str, torch.Tensor] | None:
-        return load_file(str(self.path(key))) if self.path(key).is_file() else None
-
-    def put(self, key: str, state: dict[str, torch.Tensor]) -> None:
-        self.folder.mkdir(parents=True, exist_ok=True)
-        partial = self.folder / f"{key}.partial"
-        save_file(state, str(partial))
-        partial.replace(self.path(key))  # atomic: a crash never leaves a half-written shadow under its key
+ShadowStore = WeightStore  # shadow weights by content address (models/store.py)
 
 
 def _init_worker() -> None:
@@ -153,9 +142,8 @@ def _map(function: Callable, jobs: list[tuple], workers: int, what: str) -> list
 
 
 def _train_shadow(spec: dict, x: torch.Tensor, y: torch.Tensor, recipe: dict, seed: int,
-                  device: str) -> dict[str, torch.Tensor]:
-    seed_everything(seed)
-    model = build_model(spec)
+                  device: str, backbone: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+    model = initial_model(spec, seed, backbone)  # the Original's procedure, from the same backbone
     train_model(model, x, y, recipe, torch.device(device), seed, what=f"shadow seed {seed}")
     return state_dict_for_saving(model)
 
@@ -168,12 +156,14 @@ def train_shadows(training_set: TrainingSet, plan: ShadowPlan, spec: dict, recip
     keys, states, jobs, missing = [], [], [], []
     for k in range(plan.num_shadows):
         rows = shadow_training_rows(training_set, plan, k)
-        key = shadow_key(spec, recipe, plan.seeds[k], training_set.ids[rows], training_set.labels[rows])
+        key = shadow_key(spec, recipe, plan.seeds[k], training_set.ids[rows], training_set.labels[rows],
+                         training_set.backbone_key)
         keys.append(key)
         states.append(store.get(key))
         if states[-1] is None:
             missing.append(k)
-            jobs.append((spec, training_set.x[rows], training_set.labels[rows], recipe, plan.seeds[k], str(device)))
+            jobs.append((spec, training_set.x[rows], training_set.labels[rows], recipe, plan.seeds[k], str(device),
+                         training_set.backbone))
     if progress:
         progress(f"shadows: {plan.num_shadows - len(missing)} reused, training {len(missing)}")
     for k, state in zip(missing, _map(_train_shadow, jobs, workers, "shadows trained"), strict=True):

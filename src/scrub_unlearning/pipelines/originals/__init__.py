@@ -1,5 +1,5 @@
 """See `pipeline.py`."""
 
-from .pipeline import create_pipeline
+from .pipeline import create_pipeline, create_pretraining_pipeline
 
-__all__ = ["create_pipeline"]
+__all__ = ["create_pipeline", "create_pretraining_pipeline"]
