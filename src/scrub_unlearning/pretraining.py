@@ -65,6 +65,7 @@ def pretrain(raw: RawDataset, classes: list[int], experiment_classes: list[int],
     else trained with `recipe` and stored. The record says how long the training took and whether it was reused."""
     x, y, ids = pretraining_data(raw, classes, experiment_classes)
     source_spec = pretraining_spec(spec, len(classes))
+    recipe = check_parameters("pretraining.recipe", recipe, RECIPE_PARAMETERS, paths="pretraining.recipe")  # canonical
     key = content_key({"what": "pretrained backbone", "spec": source_spec, "recipe": recipe, "seed": int(seed)},
                       ids, y)
     state = store.get(key)
