@@ -39,7 +39,8 @@ def make_forget_set(splits: Splits, training_set: TrainingSet, scenario: dict, s
 
 def run_method(original: ModelBundle, splits: Splits, training_set: TrainingSet, forget_set: pd.DataFrame,
                scenario: dict, method_params: dict, training: dict, runtime: dict,
-               store: WeightStore | None = None, rewound: MethodResult | None = None, *, method: str, seed: int, hand_over: bool = False):
+               store: WeightStore | None = None, rewound: MethodResult | None = None, *, method: str, seed: int,
+               hand_over: bool = False):
     """Unlearn the scenario's forget set from the Original with one registered method. Returns the model (empty
     when the method failed: nothing is saved, the run goes on) and its info (with the parameters it ran with); with
     `hand_over`, also the result itself, for the method that rewinds this one. A result whose inputs did not change
