@@ -108,17 +108,3 @@ def load_backbone(model: nn.Module, backbone: dict[str, torch.Tensor]) -> None:
                          f"shape mismatch {mismatched[:3]}")
     model.load_state_dict({name: backbone[name] for name in own}, strict=False)
 
-
-def check_pretraining(config: dict) -> dict:
-    """`pretraining.*` checked against its declaration (the recipe against the training recipe's)."""
-    config = dict(config or {})
-    recipe = config.pop("recipe", None)
-    checked = check_parameters("pretraining", config, PARAMETERS, paths="pretraining")
-    if checked["enabled"]:
-        if recipe is None:
-            raise ValueError("pretraining.recipe is missing: pre-training needs its own training recipe")
-        checked["recipe"] = check_parameters("pretraining.recipe", recipe, RECIPE_PARAMETERS,
-                                             paths="pretraining.recipe")
-        if not checked["classes"]:
-            raise ValueError("pretraining.classes is empty; list the source classes to pre-train on")
-    return checked

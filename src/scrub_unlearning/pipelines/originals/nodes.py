@@ -12,8 +12,9 @@ from ...data import RawDataset, Splits, TrainingSet, build_training_set
 from ...methods.runner import training_code_version
 from ...models import ModelBundle, model_spec
 from ...models.store import WeightStore, content_key
-from ...pretraining import backbone_of, check_pretraining, initial_model, pretrain
+from ...pretraining import backbone_of, initial_model, pretrain
 from ...training import configure_runtime, train_model
+from ...validation import check_pretraining_config
 from ..common import reuse_store
 
 log = logging.getLogger(__name__)
@@ -29,12 +30,12 @@ def pretrain_backbone(raw: RawDataset, splits: Splits, pretraining: dict, model:
                       runtime: dict, store: WeightStore) -> tuple[ModelBundle, dict]:
     """The backbone every model of the run starts from: trained once on `pretraining.classes` and then loaded from
     the store by content address. Off (`pretraining.enabled: false`): an empty bundle (random initialisation)."""
-    config = check_pretraining(pretraining)
+    config = check_pretraining_config(pretraining, split_config)  # the hook checked it too; a node may run alone
     if not config["enabled"]:
         return ModelBundle(), {"enabled": False}
     device = configure_runtime(runtime)
     experiment_classes = split_config.get("classes") or list(range(splits.num_classes))
-    state, record = pretrain(raw, config["classes"], experiment_classes, _spec(splits, model), config["recipe"],
+    state, record = pretrain(raw, config["classes"], experiment_classes, _spec(splits, model), pretraining["recipe"],
                              config["seed"], store, device)
     log.info("pre-trained backbone %s: %s (%d examples of classes %s)", record["key"],
              "reused from the store" if record["reused"] else f"trained in {record['seconds']:.0f} s",
