@@ -59,6 +59,29 @@ def test_shadows_are_reused_when_inputs_do_not_change(setting, digits_training_s
     assert changed["trained"] == K, "a different recipe is a different shadow"
 
 
+def test_each_shadow_is_stored_as_soon_as_it_is_trained(setting, digits_training_set, tmp_path, monkeypatch):
+    """A run killed while training shadows keeps the ones that finished: the rerun trains only the rest."""
+    from scrub_unlearning.evaluation import shadows as shadows_module
+
+    trained = shadows_module._train_shadow
+    calls = []
+
+    def dies_on_the_third(*job):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt("killed")
+        return trained(*job)
+
+    store = ShadowStore(tmp_path)
+    recipe = {**RECIPE, "epochs": 1}
+    monkeypatch.setattr(shadows_module, "_train_shadow", dies_on_the_third)
+    with pytest.raises(KeyboardInterrupt):
+        train_shadows(digits_training_set, setting["plan"], setting["spec"], recipe, store, CPU)
+    monkeypatch.setattr(shadows_module, "_train_shadow", trained)
+    _, manifest = train_shadows(digits_training_set, setting["plan"], setting["spec"], recipe, store, CPU)
+    assert manifest["reused"] == 2 and manifest["trained"] == K - 2
+
+
 def attack(setting, digits_training_set, unlearn, rewound=None, name="method"):
     return ulira_attack(setting["shadows"], digits_training_set, setting["template"], unlearn, CPU, seed=1,
                         bootstrap=400, rewound=rewound, name=name)

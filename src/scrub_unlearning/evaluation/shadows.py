@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
 from multiprocessing import get_context
@@ -125,20 +125,20 @@ def _init_worker() -> None:
     torch.set_num_threads(1)
 
 
-def _map(function: Callable, jobs: list[tuple], workers: int, what: str) -> list:
-    """Run `function(*job)` for every job, in order; with workers > 0 in a pool of single-threaded processes. Each
-    finished job is reported as progress of `what`."""
-    results = []
+def _map(function: Callable, jobs: list[tuple], workers: int, what: str) -> Iterator:
+    """Yield `function(*job)` for every job, in order, as each finishes; with workers > 0 in a pool of
+    single-threaded processes. Each finished job is reported as progress of `what`. A generator, so the caller can
+    store each result before the next one is done (a killed run keeps what finished)."""
     if workers <= 0:
-        for job in jobs:
-            results.append(function(*job))
-            report(what, len(results), len(jobs))
-        return results
+        for done, job in enumerate(jobs, start=1):
+            result = function(*job)
+            report(what, done, len(jobs))
+            yield result
+        return
     with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_init_worker) as pool:
-        for result in pool.map(function, *zip(*jobs, strict=True)):
-            results.append(result)
-            report(what, len(results), len(jobs))
-    return results
+        for done, result in enumerate(pool.map(function, *zip(*jobs, strict=True)), start=1):
+            report(what, done, len(jobs))
+            yield result
 
 
 def _train_shadow(spec: dict, x: torch.Tensor, y: torch.Tensor, recipe: dict, seed: int,
@@ -167,7 +167,7 @@ def train_shadows(training_set: TrainingSet, plan: ShadowPlan, spec: dict, recip
     if progress:
         progress(f"shadows: {plan.num_shadows - len(missing)} reused, training {len(missing)}")
     for k, state in zip(missing, _map(_train_shadow, jobs, workers, "shadows trained"), strict=True):
-        store.put(keys[k], state)
+        store.put(keys[k], state)  # as soon as it is trained: a rerun after a kill trains only the rest
         states[k] = state
     manifest = {"keys": keys, "trained": len(missing), "reused": plan.num_shadows - len(missing),
                 "seconds": time.perf_counter() - start}
@@ -201,5 +201,5 @@ def unlearned_margins(unlearn: Callable | None, states: list[dict], spec: dict, 
          rewound[k] if rewound else None)
         for k in range(plan.num_shadows)
     ]
-    results = _map(_unlearn_shadow, jobs, workers, "shadows unlearned" if unlearn else "shadows scored")
+    results = list(_map(_unlearn_shadow, jobs, workers, "shadows unlearned" if unlearn else "shadows scored"))
     return np.stack([phi for phi, _ in results]), [result for _, result in results]
