@@ -23,10 +23,9 @@ def find_project_root() -> Path:
 
 
 def config_loader(env: str, root: str | Path | None = None):
-    """Kedro's `OmegaConfigLoader` over `<root>/conf` for `env`, with the project's `CONFIG_LOADER_ARGS`."""
-    from kedro.config import OmegaConfigLoader
-
-    from scrub_unlearning.settings import CONFIG_LOADER_ARGS
+    """The project's config loader (Kedro's `OmegaConfigLoader` with the tuned-settings overlay) over
+    `<root>/conf` for `env`, with the project's `CONFIG_LOADER_ARGS`."""
+    from scrub_unlearning.settings import CONFIG_LOADER_ARGS, CONFIG_LOADER_CLASS
 
     conf = Path(root or find_project_root()) / "conf"
     if not (conf / "base").is_dir():
@@ -34,7 +33,7 @@ def config_loader(env: str, root: str | Path | None = None):
     if not (conf / env).is_dir():
         known = sorted(p.name for p in conf.iterdir() if p.is_dir())
         raise ValueError(f"unknown environment '{env}'; the configuration folders are {known}")
-    return OmegaConfigLoader(str(conf), env=env, **CONFIG_LOADER_ARGS)
+    return CONFIG_LOADER_CLASS(str(conf), env=env, **CONFIG_LOADER_ARGS)
 
 
 def load_parameters(env: str, root: str | Path | None = None) -> dict:

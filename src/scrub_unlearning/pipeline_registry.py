@@ -13,11 +13,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from kedro.config import OmegaConfigLoader
 from kedro.pipeline import Pipeline
 
-from .methods import REFERENCES
-from .pipelines import deletion_request, ingestion, originals, registry, scenarios, summary, verify_ledger
+from .methods import METHODS, REFERENCES
+from .pipelines import deletion_request, ingestion, originals, registry, scenarios, summary, tuning, verify_ledger
+from .pipelines.common import seeded as seeded_name
 from .validation import check_config
 
 _config_loader = None
@@ -32,9 +32,9 @@ def use_config_loader(config_loader) -> None:
 def _parameters() -> dict:
     loader = _config_loader
     if loader is None:
-        from .settings import CONFIG_LOADER_ARGS, project_root
+        from .settings import CONFIG_LOADER_ARGS, CONFIG_LOADER_CLASS, project_root
 
-        loader = OmegaConfigLoader(str(Path(project_root()) / "conf"), **CONFIG_LOADER_ARGS)
+        loader = CONFIG_LOADER_CLASS(str(Path(project_root()) / "conf"), **CONFIG_LOADER_ARGS)
     return loader["parameters"]
 
 
@@ -43,10 +43,12 @@ def _concat(pipelines) -> Pipeline:
 
 
 def create_pipelines(scenario_configs: dict, training_sets: dict, methods: list[str], seeds: list[int],
-                     ulira: dict | None = None, registry_config: dict | None = None) -> dict[str, Pipeline]:
+                     ulira: dict | None = None, registry_config: dict | None = None,
+                     tuning_config: dict | None = None) -> dict[str, Pipeline]:
     """`__default__` runs every scenario; each scenario is also its own pipeline (its training set included);
     `register` trains and registers the clean Original; `deletion_request` serves a deletion request against the
-    registered serving model."""
+    registered serving model; with a `tuning:` block, `tune` tunes the methods and `tune_original` the Original's
+    recipe on the tuning seed (docs/design.md §9)."""
     seeds = [int(s) for s in seeds]
     if not seeds or len(set(seeds)) != len(seeds):
         raise ValueError(f"seeds {seeds}: give a non-empty list of distinct integers, e.g. [1] or [1, 2, 3]")
@@ -75,10 +77,26 @@ def create_pipelines(scenario_configs: dict, training_sets: dict, methods: list[
     }
     if registration:
         result["register"] = ingest + originals.create_pipeline("clean", seeds[0], all_tags) + registration
+    if tuning_config:
+        result.update(_tuning_pipelines(scenario_configs, methods, tuning_config, ingest, all_tags))
     for name, scenario in scenario_configs.items():
         result[name] = (ingest + set_pipes[scenario.get("training_set", "clean")] + scenario_pipes[name]
                         + summary.create_pipeline([name], [a for a in attacked if a == name], seeds[0]))
     return result
+
+
+def _tuning_pipelines(scenario_configs: dict, methods: list[str], tuning_config: dict, ingest: Pipeline,
+                      all_tags: list[str]) -> dict[str, Pipeline]:
+    seed = int(tuning_config["seed"])
+    tuned = {name: scenario_configs[name] for name in (tuning_config.get("applications") or scenario_configs)}
+    tuned_methods = [m for m in (tuning_config.get("methods") or methods)
+                     if m in METHODS and METHODS[m].parameters]  # as validation.check_tuning_config
+    training_sets = sorted({s.get("training_set", "clean") for s in tuned.values()})
+    originals_of_seed = _concat(originals.create_pipeline(ts, seed, all_tags) for ts in training_sets)
+    clean_set = originals.create_pipeline("clean", seed, all_tags).to_outputs(f"{seeded_name('clean', seed)}"
+                                                                               ".training_set")
+    return {"tune": ingest + originals_of_seed + tuning.create_pipeline(tuned, tuned_methods, seed),
+            "tune_original": ingest + clean_set + tuning.create_original_pipeline(seed)}
 
 
 def register_pipelines() -> dict[str, Pipeline]:
@@ -90,4 +108,4 @@ def register_pipelines() -> dict[str, Pipeline]:
                  parameters.get("training") or {})
     methods = [m for m in methods if m not in REFERENCES]
     return create_pipelines(scenario_configs, training_sets, methods, list(parameters.get("seeds") or [1]),
-                            parameters.get("ulira"), parameters.get("registry"))
+                            parameters.get("ulira"), parameters.get("registry"), parameters.get("tuning"))

@@ -29,3 +29,31 @@ def reporting_to(reporter: Reporter) -> Iterator[None]:
     finally:
         with _lock:
             _installed.remove(reporter)
+
+
+class StopWork(Exception):  # noqa: N818 - a request, not an error
+    """Raised by an epoch observer to stop the work in progress (a tuning trial the pruner stopped). Code that turns
+    a method's exceptions into failed results (methods.runner) lets it through."""
+
+
+EpochObserver = Callable[[str, int, int, object], None]
+_observers: list[EpochObserver] = []
+
+
+def observe_epoch(what: str, epoch: int, total: int, model) -> None:
+    """Epoch `epoch` of `total` of `what` has finished and `model` is its current state (called by the training
+    loops after each epoch; a model in train mode is left in train mode). Observers may raise `StopWork`."""
+    for observer in list(_observers):
+        observer(what, int(epoch), int(total), model)
+
+
+@contextmanager
+def observing_epochs(observer: EpochObserver) -> Iterator[None]:
+    """Call `observer(what, epoch, total, model)` after every epoch of every training loop inside the block."""
+    with _lock:
+        _observers.append(observer)
+    try:
+        yield
+    finally:
+        with _lock:
+            _observers.remove(observer)

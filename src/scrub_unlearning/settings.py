@@ -8,7 +8,23 @@ from kedro.config import OmegaConfigLoader
 from kedro.utils import find_kedro_project
 
 from scrub_unlearning.hooks import ProgressHook, ScenarioRegistryHook
+from scrub_unlearning.mlflow_edge.params_hook import OncePerRunMlflowHook
 from scrub_unlearning.mlflow_edge.run_layout import MlflowRunLayoutHook
+from scrub_unlearning.tuning.settings_file import SOURCE_KEY, apply_tuned_settings
+
+
+class ProjectConfigLoader(OmegaConfigLoader):
+    """Kedro's OmegaConfigLoader; its `parameters` carry the tuned settings when `method_params_source: tuned`
+    (in the configuration or as `--params`): `conf/<env>/parameters_tuned.yml`, written by `kedro run
+    --pipelines=tune`, overlaid on the scenarios' method parameters and the Original's recipe, so every node, the
+    validation and MLflow see the values the run uses (tuning/settings_file.py)."""
+
+    def __getitem__(self, key):
+        config = super().__getitem__(key)
+        if key == "parameters":
+            source = (self.runtime_params or {}).get(SOURCE_KEY, config.get(SOURCE_KEY))
+            config = apply_tuned_settings(config, source)
+        return config
 
 
 def project_root() -> str:
@@ -21,9 +37,13 @@ def project_root() -> str:
 # and three 15-line warnings at the top of every run's log hide what matters
 warnings.filterwarnings("ignore", message=r"register_new_resolver\(\) is deprecated", category=UserWarning)
 
-HOOKS = (ScenarioRegistryHook(), ProgressHook(), MlflowRunLayoutHook())
+# kedro-mlflow's own hook instance is replaced by a subclass that logs each parameter once per run
+# (mlflow_edge/params_hook.py); the plugin's CLI commands stay registered
+DISABLE_HOOKS_FOR_PLUGINS = ("kedro-mlflow", "kedro_mlflow")  # the distribution's name as its metadata spells it
+# last, so it is called first (pluggy calls the last registered hook first), as the plugin's entry point was
+HOOKS = (ScenarioRegistryHook(), ProgressHook(), MlflowRunLayoutHook(), OncePerRunMlflowHook())
 
-CONFIG_LOADER_CLASS = OmegaConfigLoader
+CONFIG_LOADER_CLASS = ProjectConfigLoader
 CONFIG_LOADER_ARGS = {
     "base_env": "base",
     "default_run_env": "local",

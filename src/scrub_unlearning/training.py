@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .parameters import REQUIRED, Param
-from .progress import report
+from .progress import observe_epoch, report
 
 OPTIMIZERS = ("sgd", "adam")
 SCHEDULES = ("constant", "cosine", "step")
@@ -242,6 +242,7 @@ def train_model(model: nn.Module, x: torch.Tensor, y: torch.Tensor, config: dict
             check_finite(model, mean_loss, what)
             losses.append(float(mean_loss))
             report(what, epoch, epochs)
+            observe_epoch(what, epoch, epochs, model)
     model.eval()
     return {"epoch_losses": losses, "seconds": time.perf_counter() - start}
 

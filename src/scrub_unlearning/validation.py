@@ -105,6 +105,22 @@ SPLITS_PARAMETERS: dict[str, Param] = {
     "std": Param("float_list", None, low=0.0, low_open=True, nullable=True, help="per-channel std > 0"),
 }
 
+ORIGINAL_TUNABLE_PARAMETERS: dict[str, Param] = {**TRAINING_PARAMETERS, "width": MODEL_PARAMETERS["width"]}
+"""What `tuning.space.original` may search: the Original's recipe and the model's width."""
+TUNING_PARAMETERS: dict[str, Param] = {
+    "n_trials": Param("int", REQUIRED, low=1, help="finished trials per study (every method gets the same)"),
+    "seed": Param("int", REQUIRED, low=1, help="seed of the tuning forget sets and Original; never one of `seeds`"),
+    "max_utility_drop": Param("float", 5.0, low=0.0, help="utility budget: kept-class validation error points the "
+                                                          "unlearned model may lose against the Original"),
+    "sampler_seed": Param("int", 0, low=0, help="seed of the TPE sampler"),
+    "pruning": Param("bool", True, help="stop trials whose per-epoch objective is worse than the median"),
+}
+TUNING_ORIGINAL_PARAMETERS: dict[str, Param] = {
+    "n_trials": Param("int", None, low=1, nullable=True, help="trials of the Original's study; null = n_trials"),
+}
+TUNING_NESTED = ("methods", "applications", "original", "space")
+METHOD_PARAMS_SOURCE = Param("choice", "config", choices=("config", "tuned"),
+                             help="config: the YAML's method_params; tuned: conf/<env>/parameters_tuned.yml over it")
 
 def _block(path: str, block, declared: Mapping[str, Param], nested: tuple[str, ...] = ()) -> dict:
     """A configuration block (`path` its dotted name) checked against `declared`; `nested` names sub-mappings that
@@ -269,6 +285,48 @@ def check_deletion_request_config(request, method_params: Mapping, training: Map
     return checked
 
 
+def check_tuning_config(tuning, scenarios: Mapping, methods: list, seeds: list[int]) -> dict:
+    """`tuning:`: the budget and seeds, the methods and scenarios to tune (null: every listed method / every
+    scenario), and a search space for each of them (`tuning.space.<method>`, and `tuning.space.original` for
+    `tune_original`), every range checked against the parameter's declaration before anything trains."""
+    from .tuning.space import parse_space  # tuning.space imports only parameters
+
+    checked = _block("tuning", tuning, TUNING_PARAMETERS, TUNING_NESTED)
+    if checked["seed"] in seeds:
+        raise ValueError(f"parameter 'tuning.seed' must not be one of seeds {seeds} (the settings would be fit to "
+                         f"the examples they are scored on), got {checked['seed']}")
+    tunable = [m for m in METHODS if METHODS[m].parameters]  # SCRUB+R has none: it rewinds SCRUB's trajectory
+    chosen = tuning.get("methods")
+    if chosen is None:
+        chosen = [m for m in methods if m in tunable]
+    if not isinstance(chosen, (list, tuple)) or not all(isinstance(m, str) and m in tunable for m in chosen):
+        raise ValueError(f"parameter 'tuning.methods' must be null (every method in `methods` that has parameters) "
+                         f"or a list of methods with declared parameters {tunable} (SCRUB+R rewinds SCRUB's "
+                         f"trajectory, so tune scrub), got {chosen!r}")
+    applications = tuning.get("applications")
+    if applications is None:
+        applications = list(scenarios)
+    if not isinstance(applications, (list, tuple)) or not all(isinstance(a, str) and a in scenarios
+                                                              for a in applications):
+        raise ValueError(f"parameter 'tuning.applications' must be null (every scenario) or a list of scenarios "
+                         f"{sorted(scenarios)}, got {applications!r}")
+    original = _block("tuning.original", tuning.get("original"), TUNING_ORIGINAL_PARAMETERS)
+    space = tuning.get("space") or {}
+    if not isinstance(space, Mapping):
+        raise ValueError(f"'tuning.space' must be a mapping of method -> parameter ranges, got {space!r}")
+    unknown = sorted(str(k) for k in space if k != "original" and k not in METHODS)
+    if unknown:
+        raise ValueError(f"tuning.space: unknown method(s) {unknown}; allowed are {sorted(METHODS)} and 'original'")
+    missing = [m for m in chosen if m not in space]
+    if missing:
+        raise ValueError(f"tuning.space has no search space for {missing}: declare one per tuned method "
+                         f"(tuning.space.<method>.<parameter>: {{low, high}} or {{choices}})")
+    for name, entry in space.items():
+        declared = ORIGINAL_TUNABLE_PARAMETERS if name == "original" else get_method(name).parameters
+        parse_space(name, entry, declared, f"tuning.space.{name}")
+    return {**checked, "methods": list(chosen), "applications": list(applications), "original": original}
+
+
 def check_run_config(parameters: Mapping) -> None:
     """Every parameter a run reads, checked against its declaration before anything runs (the project hook calls
     this when a session starts): one ValueError naming the parameter's dotted path, its value and what is
@@ -291,6 +349,10 @@ def check_run_config(parameters: Mapping) -> None:
     check_registry_config(parameters.get("registry"))
     check_deletion_request_config(parameters.get("deletion_request"), parameters.get("method_params") or {},
                                   training)
+    check_value("method_params_source", "method_params_source", parameters.get("method_params_source", "config"),
+                METHOD_PARAMS_SOURCE, path="method_params_source")
+    if parameters.get("tuning") is not None:
+        check_tuning_config(parameters["tuning"], scenarios, list(methods), check_seeds(parameters.get("seeds")))
 
 
 def check_config(scenarios: dict, training_sets: dict, methods: list, method_params: dict | None = None,

@@ -29,7 +29,7 @@ from torch import nn
 from ..data import UnlearningTask
 from ..models import build_model
 from ..parameters import Param, check_parameters
-from ..progress import report
+from ..progress import observe_epoch, report
 from ..training import (
     autocast,
     batch_indices,
@@ -102,6 +102,7 @@ def unlearn(original: nn.Module, task: UnlearningTask, params: dict, device: tor
         check_finite(student, mean_loss, f"bad_teacher epoch {epoch}")
         losses.append(float(mean_loss))
         report("bad_teacher", epoch, int(params["epochs"]))
+        observe_epoch("bad_teacher", epoch, int(params["epochs"]), student)
     student.eval()
     info = {
         "epoch_losses": losses,

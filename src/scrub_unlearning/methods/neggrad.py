@@ -19,7 +19,7 @@ from torch import nn
 
 from ..data import UnlearningTask
 from ..parameters import Param, check_parameters
-from ..progress import report
+from ..progress import observe_epoch, report
 from ..training import (
     autocast,
     batch_indices,
@@ -54,5 +54,6 @@ def unlearn(original: nn.Module, task: UnlearningTask, params: dict, device: tor
         check_finite(model, mean_loss, f"neggrad epoch {epoch} (stop on NaN)")
         forget_ce.append(-float(mean_loss))
         report("neggrad", epoch, config["epochs"])
+        observe_epoch("neggrad", epoch, config["epochs"], model)
     model.eval()
     return model, {"epoch_forget_ce": forget_ce}

@@ -19,7 +19,7 @@ from torch import nn
 
 from ..data import UnlearningTask
 from ..parameters import Param, check_parameters
-from ..progress import report
+from ..progress import observe_epoch, report
 from ..training import (
     autocast,
     batch_indices,
@@ -75,5 +75,6 @@ def unlearn(original: nn.Module, task: UnlearningTask, params: dict, device: tor
         history["epoch_retain_ce"].append(float(mean_retain))
         history["epoch_forget_ce"].append(float(mean_forget))
         report("neggrad_plus", epoch, config["epochs"])
+        observe_epoch("neggrad_plus", epoch, config["epochs"], model)
     model.eval()
     return model, history

@@ -28,6 +28,7 @@ from torch import nn
 from ..data import UnlearningTask
 from ..models import load_model, state_dict_for_saving
 from ..models.store import WeightStore, content_key, weights_digest
+from ..progress import StopWork
 from ..training import check_finite
 from . import METHODS, get_method, run_order
 
@@ -99,7 +100,7 @@ def run_method(method: str, original: nn.Module, task: UnlearningTask, params: d
     try:
         model, info = registered.unlearn(original, task, params, device, *extra)
         check_finite(model, None, method)
-    except MemoryError:
+    except (MemoryError, StopWork):  # out of memory, or a tuning trial the pruner stopped: not the method's fault
         raise
     except Exception as error:  # a failed method is a result, not a crashed run
         return failed_result(method, f"{type(error).__name__}: {error}", time.perf_counter() - start)

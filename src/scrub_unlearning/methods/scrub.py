@@ -34,6 +34,7 @@ from torch import nn
 from ..data import UnlearningTask
 from ..evaluation.statistics import guard_rejects, paired_error_rise
 from ..parameters import REQUIRED, Param, check_parameters
+from ..progress import observe_epoch, report
 from ..training import (
     autocast,
     batch_indices,
@@ -158,6 +159,8 @@ def unlearn(original: nn.Module, task: UnlearningTask, params: dict, device: tor
             if guard_epoch is None:
                 guard_epoch = epoch
             max_steps_allowed = False
+        report("scrub", epoch, epochs)
+        observe_epoch("scrub", epoch, epochs, student)
 
     student.eval()
     final_kept, final_forget_view, _ = _guard_view(predict_logits(student, task.val_x, device), task)

@@ -15,11 +15,13 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import yaml
 from kedro.io import AbstractDataset, DatasetError
 from safetensors.torch import load_file, save_file
 
 from ..models import ModelBundle
 from ..models.store import WeightStore
+from ..tuning.settings_file import TUNED_KEY, tuned_file_text
 
 WEIGHTS, SPEC = "weights.safetensors", "spec.json"
 
@@ -101,3 +103,57 @@ class WeightStoreDataset(AbstractDataset[WeightStore, WeightStore]):
 
     def _describe(self) -> dict[str, Any]:
         return {"path": str(self._path)}
+
+
+class StudyStorageDataset(AbstractDataset[str, str]):
+    """Where the tuning studies persist: loading gives the Optuna storage URL of a SQLite file (its folder made),
+    so an interrupted `kedro run --pipelines=tune` continues its studies (tuning/study.py)."""
+
+    def __init__(self, path: str, metadata: dict | None = None) -> None:
+        self._path = Path(path)
+        self.metadata = metadata
+
+    def load(self) -> str:
+        self._path.parent.mkdir(parents=True, exist_ok=True)
+        return f"sqlite:///{self._path.resolve()}"
+
+    def save(self, data: str) -> None:
+        raise DatasetError("the study storage is written by Optuna, not saved as a whole")
+
+    def _exists(self) -> bool:
+        return True
+
+    def _describe(self) -> dict[str, Any]:
+        return {"path": str(self._path)}
+
+
+class TunedSettingsDataset(AbstractDataset[dict, dict]):
+    """The tuned settings file `conf/<env>/parameters_tuned.yml` (tuning/settings_file.py). Loading gives
+    `{"environment": <env folder>, "tuned": <its tuned block, {} when absent>}`; saving a `tuned` block writes the
+    file atomically with its header. Two catalog entries name the same file: one read before tuning, one written
+    after (a node cannot read and write one dataset)."""
+
+    def __init__(self, filepath: str, metadata: dict | None = None) -> None:
+        self._path = Path(filepath)
+        self.metadata = metadata
+
+    def load(self) -> dict:
+        tuned = {}
+        if self._path.is_file():
+            document = yaml.safe_load(self._path.read_text()) or {}
+            tuned = document.get(TUNED_KEY) or {}
+        return {"environment": self._path.parent.name, "tuned": tuned}
+
+    def save(self, data: dict) -> None:
+        self._path.parent.mkdir(parents=True, exist_ok=True)
+        partial = self._path.with_name(f".{self._path.name}.{uuid.uuid4().hex}")
+        partial.write_text(tuned_file_text(data))
+        _fsync(partial)
+        os.replace(partial, self._path)
+        _fsync(self._path.parent)
+
+    def _exists(self) -> bool:
+        return self._path.is_file()
+
+    def _describe(self) -> dict[str, Any]:
+        return {"filepath": str(self._path)}

@@ -9,6 +9,9 @@ pixels), and opens one child run per (scenario, seed, model) when that model's e
 - the method's parameters as params; its weights and spec, and its U-LiRA ROC figure, as artifacts;
 - the forget set's size as a tag (its ids stay in the catalog, `data/03_primary/`).
 
+After each tuning study node (`tune_*`), one child per trial of that call, tagged `kind: trial`, with the trial's
+settings as params and the objective and its parts as metrics (docs/design.md §9).
+
 With several seeds, one more child per (scenario, model) tagged `seed: all` holds the `<metric>_mean`/`_std` over
 seeds, the 95% t-interval of each mean (`_mean_ci_low`/`_high`), each gap to Retrain's paired t-test (`_gap_p`,
 `_gap_differs` as 1/0) and a `differs_from_retrain` tag naming the metrics whose gap is distinguishable from 0.
@@ -28,6 +31,7 @@ from pathlib import Path
 import mlflow
 import pandas as pd
 from kedro.framework.hooks import hook_impl
+from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 from safetensors.torch import save_file
 
@@ -93,6 +97,28 @@ def _flat_params(params: dict, prefix: str = "") -> dict[str, str]:
     return flat
 
 
+def log_batch(client: MlflowClient, run_id: str, params: dict[str, str] | None = None,
+              metrics: list[tuple[str, float, int]] | None = None, tags: dict[str, str] | None = None) -> None:
+    """Params, metrics (key, value, step) and tags of one run in as few `log_batch` calls as MLflow's limits allow
+    (100 params or tags and 1,000 entities per call): one call per child run instead of one per value, which made
+    child-run logging the slowest part of a run whose models were all reused."""
+    now = int(datetime.datetime.now().timestamp() * 1000)
+    entities = [Param(k, str(v)[:6000]) for k, v in (params or {}).items()]
+    entities += [RunTag(k, str(v)[:5000]) for k, v in (tags or {}).items()]
+    entities += [Metric(k, float(v), now, int(step)) for k, v, step in (metrics or [])]
+    batch: list = []
+    for entity in entities + [None]:
+        small = sum(not isinstance(e, Metric) for e in batch)
+        if entity is None or len(batch) == 1000 or (small == 100 and not isinstance(entity, Metric)):
+            if batch:
+                client.log_batch(run_id, metrics=[e for e in batch if isinstance(e, Metric)],
+                                 params=[e for e in batch if isinstance(e, Param)],
+                                 tags=[e for e in batch if isinstance(e, RunTag)])
+            batch = []
+        if entity is not None:
+            batch.append(entity)
+
+
 class MlflowRunLayoutHook:
     def __init__(self) -> None:
         self._env = "local"
@@ -134,6 +160,8 @@ class MlflowRunLayoutHook:
             self._log_model_run(parent.info, node, catalog, inputs, outputs)
         elif short == "build_run_table":
             self._log_seed_summaries(parent.info, outputs)
+        elif short.startswith("tune_"):
+            self._log_trials(parent.info, outputs)
 
     # --- pieces ----------------------------------------------------------------------------------------------
 
@@ -171,27 +199,24 @@ class MlflowRunLayoutHook:
         run_id = self._child(parent, f"{scenario} · {_label(model)} · seed {seed}", tags)
         client = MlflowClient()
         try:
-            params = _flat_params(info.get("parameters") or {})
-            for key, value in params.items():
-                client.log_param(run_id, key, value[:6000])
-            for key, value in row_metrics(row).items():
-                client.log_metric(run_id, key, value, step=0)
-            for key, points in curves(info).items():
-                for step, value in points:
-                    client.log_metric(run_id, key, value, step=step)
+            metrics = [(key, value, 0) for key, value in row_metrics(row).items()]
+            metrics += [(key, value, step) for key, points in curves(info).items() for step, value in points]
+            has_forget_set = isinstance(forget, pd.DataFrame) and "id" in forget
+            extra_tags = {"forget_size": str(len(forget))} if has_forget_set else {}
+            log_batch(client, run_id, params=_flat_params(info.get("parameters") or {}), metrics=metrics,
+                      tags=extra_tags)
             with tempfile.TemporaryDirectory() as folder:
                 if isinstance(bundle, ModelBundle) and bundle.present:
-                    save_file(bundle.weights, str(Path(folder) / "weights.safetensors"))
-                    (Path(folder) / "spec.json").write_text(json.dumps(bundle.spec, indent=2))
-                    client.log_artifact(run_id, str(Path(folder) / "weights.safetensors"), "model")
-                    client.log_artifact(run_id, str(Path(folder) / "spec.json"), "model")
+                    (Path(folder) / "model").mkdir()
+                    save_file(bundle.weights, str(Path(folder) / "model" / "weights.safetensors"))
+                    (Path(folder) / "model" / "spec.json").write_text(json.dumps(bundle.spec, indent=2))
                 scores = self._scores(node, model, catalog)
                 if scores is not None and len(scores):
+                    (Path(folder) / "figures").mkdir()
                     figure = roc_figure({model: scores}, title=f"U-LiRA ROC: {scenario} · {_label(model)}")
-                    figure.savefig(Path(folder) / "ulira_roc.png", dpi=110)
-                    client.log_artifact(run_id, str(Path(folder) / "ulira_roc.png"), "figures")
-            if isinstance(forget, pd.DataFrame) and "id" in forget:
-                client.set_tag(run_id, "forget_size", str(len(forget)))
+                    figure.savefig(Path(folder) / "figures" / "ulira_roc.png", dpi=110)
+                if any(Path(folder).iterdir()):
+                    client.log_artifacts(run_id, folder)  # one call: model/ and figures/
             client.set_terminated(run_id, "FINISHED" if status == "ok" else "FAILED")
         except Exception:
             client.set_terminated(run_id, "FAILED")
@@ -207,6 +232,28 @@ class MlflowRunLayoutHook:
         except Exception:  # no U-LiRA for this scenario, or nothing saved
             return None
 
+    def _log_trials(self, parent, outputs: dict) -> None:
+        """One child run per tuning trial of this call (`kind: trial`): the trial's settings as params, the
+        objective and its parts as metrics, study, state and scenario/method as tags, so the UI compares trials."""
+        result = next((v for v in outputs.values() if isinstance(v, dict) and "trials" in v), None)
+        if result is None:
+            return
+        client = MlflowClient()
+        scenario, method = result.get("scenario") or "original", str(result.get("method"))
+        for trial in result["trials"]:
+            run_id = self._child(parent, f"tune · {scenario} · {_label(method)} · trial {trial['number']}",
+                                 {"kind": "trial", "scenario": scenario, "method": method,
+                                  "study": str(trial["study"]), "trial": str(trial["number"]),
+                                  "state": str(trial["state"]), **({"note": trial["note"][:4000]}
+                                                                  if trial.get("note") else {})})
+            metrics = [(key, _number(value), 0) for key, value in (trial.get("parts") or {}).items()]
+            metrics += [("objective", _number(trial.get("value")), 0), ("seconds", _number(trial.get("seconds")), 0)]
+            log_batch(client, run_id, params=_flat_params(trial.get("params") or {}),
+                      metrics=[m for m in metrics if m[1] is not None])
+            client.set_terminated(run_id, "FINISHED" if trial["state"] != "FAIL" else "FAILED")
+        if result.get("settings"):
+            mlflow.set_tag(f"tuned.{scenario}.{method}.objective", f"{result['provenance']['objective']:.4g}")
+
     def _log_seed_summaries(self, parent, outputs: dict) -> None:
         summary = next((v for k, v in outputs.items() if k.endswith("run_summary")), None)
         if not isinstance(summary, pd.DataFrame) or summary.empty or summary["seeds"].max() < 2:
@@ -218,11 +265,9 @@ class MlflowRunLayoutHook:
                                  {"scenario": scenario, "application": str(record.get("application", "")),
                                   "method": model, "seed": "all", "kind": "seed summary",
                                   "status": "ok" if not record.get("failed_seeds") else "failed"})
-            for key, value in record.items():
-                if key.endswith(SEED_SUMMARY_SUFFIXES) or key in ("seeds", "failed_seeds"):
-                    number = _number(value)
-                    if number is not None:
-                        client.log_metric(run_id, key, number, step=0)
-            if isinstance(record.get("differs_from_retrain"), str):
-                client.set_tag(run_id, "differs_from_retrain", record["differs_from_retrain"])
+            metrics = [(key, _number(value), 0) for key, value in record.items()
+                       if key.endswith(SEED_SUMMARY_SUFFIXES) or key in ("seeds", "failed_seeds")]
+            differs = record.get("differs_from_retrain")
+            log_batch(client, run_id, metrics=[m for m in metrics if m[1] is not None],
+                      tags={"differs_from_retrain": differs} if isinstance(differs, str) else {})
             client.set_terminated(run_id, "FINISHED")

@@ -1,0 +1,117 @@
+"""Tuning nodes: unpack parameters, run one study through the library (`tuning/study.py`), and write the best
+settings with their provenance to the environment's tuned settings file."""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import logging
+from dataclasses import asdict
+
+from ...data import Splits, TrainingSet, make_task
+from ...methods import get_method, method_parameters
+from ...models import ModelBundle
+from ...models.store import WeightStore, weights_digest
+from ...training import configure_runtime
+from ...tuning.settings_file import updated_tuned_settings
+from ...tuning.space import describe_space, parse_space
+from ...tuning.study import (
+    StudyOutcome,
+    method_objective,
+    open_study,
+    original_objective,
+    rewound_result,
+    run_study,
+)
+from ...validation import ORIGINAL_TUNABLE_PARAMETERS
+from ..common import reuse_store
+from ..originals.nodes import _spec
+
+log = logging.getLogger(__name__)
+
+
+def _study_name(what: str, inputs: dict) -> str:
+    """`<scenario>/<method>/<digest>`: a study continues only while its space, base settings and data are the same
+    (changing any of them starts a new study in the same storage)."""
+    digest = hashlib.sha256(json.dumps(inputs, sort_keys=True, default=str).encode()).hexdigest()[:10]
+    return f"{what}/{digest}"
+
+
+def _result(outcome: StudyOutcome, scenario: str | None, method: str, tuning: dict, space: dict) -> dict:
+    provenance = {
+        "study": outcome.study, "storage": outcome.storage.rsplit("/", 1)[-1], "trials": outcome.finished,
+        "complete": outcome.complete, "pruned": outcome.pruned, "failed": outcome.failed,
+        "objective": outcome.best_value, "parts": outcome.best_parts,
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "tuning_seed": int(tuning["seed"]), "sampler": f"TPE seed {int(tuning.get('sampler_seed', 0))}",
+        "space": describe_space(space),
+    }
+    return {"scenario": scenario, "method": method, "settings": outcome.best_params, "provenance": provenance,
+            "seconds": outcome.seconds, "trials": [asdict(t) for t in outcome.trials]}
+
+
+def tune_method(original: ModelBundle, splits: Splits, training_set: TrainingSet, forget_set, scenario: dict,
+                method_params: dict, training: dict, runtime: dict, tuning: dict, storage: str,
+                store: WeightStore | None = None, *, scenario_name: str, method: str, seed: int) -> dict:
+    """One study: `method` on the scenario's tuning forget set (drawn with `tuning.seed`), `tuning.n_trials`
+    finished trials, objective of the scenario's application. Returns the best settings with their provenance and
+    this call's trials (the run layout hook logs each as an MLflow child run)."""
+    device = configure_runtime(runtime)
+    task = make_task(splits, training_set, forget_set, scenario["application"], seed)
+    space = parse_space(method, (tuning.get("space") or {}).get(method), get_method(method).parameters,
+                        f"tuning.space.{method}")
+    model = original.load()
+
+    def params_of(name: str) -> dict:
+        return method_parameters(name, method_params, scenario, training)
+
+    rewound = rewound_result(method, model, task, params_of, device, reuse_store(runtime, store))
+    objective = method_objective(method, params_of(method), space, model, task, device,
+                                 max_utility_drop=float(tuning["max_utility_drop"]), seed=seed, rewound=rewound,
+                                 pruning=bool(tuning.get("pruning", True)))
+    name = _study_name(f"{scenario_name}/{method}", {
+        "space": describe_space(space), "base": params_of(method), "seed": seed,
+        "budget": tuning["max_utility_drop"], "original": weights_digest(original.weights),
+        "forget": forget_set["id"].tolist()})
+    study = open_study(name, storage, int(tuning.get("sampler_seed", 0)), bool(tuning.get("pruning", True)))
+    log.info("tuning %s on %s (%s): %d trials, space %s", method, scenario_name, scenario["application"],
+             int(tuning["n_trials"]), describe_space(space))
+    outcome = run_study(study, int(tuning["n_trials"]), objective, storage, progress=log.info)
+    return _result(outcome, scenario_name, method, tuning, space)
+
+
+def tune_original(splits: Splits, training_set: TrainingSet, model: dict, training: dict, runtime: dict,
+                  tuning: dict, storage: str, *, seed: int) -> dict:
+    """The Original's recipe (and width) on validation error, from the backbone when the run pre-trains."""
+    device = configure_runtime(runtime)
+    space = parse_space("original", (tuning.get("space") or {}).get("original"), ORIGINAL_TUNABLE_PARAMETERS,
+                        "tuning.space.original")
+    original = tuning.get("original") or {}
+    n_trials = int(original.get("n_trials") or tuning["n_trials"])
+    objective = original_objective(training_set, splits.x["val"], splits.y["val"], training, space,
+                                   lambda model_keys: _spec(splits, {**model, **model_keys}), device, seed=seed,
+                                   pruning=bool(tuning.get("pruning", True)))
+    name = _study_name("original", {"space": describe_space(space), "base": training, "model": model,
+                                    "seed": seed, "data": training_set.ids.tolist()[:50] + [len(training_set.ids)],
+                                    "backbone": training_set.backbone_key})
+    study = open_study(name, storage, int(tuning.get("sampler_seed", 0)), bool(tuning.get("pruning", True)))
+    log.info("tuning the Original: %d trials, space %s", n_trials, describe_space(space))
+    return _result(run_study(study, n_trials, objective, storage, progress=log.info), None, "original", tuning,
+                   space)
+
+
+def write_tuned_settings(current: dict, *results: dict) -> dict:
+    """The new `tuned` block: every study's best settings with provenance over the previous file's (version + 1).
+    A study with no complete trial changes nothing (its method keeps its earlier or configured settings)."""
+    entries = [{k: r[k] for k in ("scenario", "method", "settings", "provenance")} for r in results
+               if r.get("settings")]
+    for r in results:
+        if not r.get("settings"):
+            log.warning("tuning %s%s: no trial completed, settings unchanged", r["method"],
+                        f" on {r['scenario']}" if r.get("scenario") else "")
+    tuned = updated_tuned_settings(current.get("tuned"), entries, current["environment"],
+                                   datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
+    log.info("tuned settings version %s: %d studies written (%s)", tuned.get("version"), len(entries),
+             ", ".join(f"{e['scenario'] or 'original'}/{e['method']}" for e in entries))
+    return tuned

@@ -1,0 +1,206 @@
+"""The objectives of a hyper-parameter tuning study: one number per trial that the study minimises.
+
+A production user tunes an unlearning method with what they have: the training split's retain and forget examples
+and the validation split. Never test data (it would no longer be a test) and never a Retrain model (a user who
+could afford to retrain would not unlearn). Every quantity is a percentage (0..100) and every objective is
+minimised:
+
+- RB class (`rb_class`): the forgotten class's validation error should reach 100%: ``100 - forgotten_val_error``.
+- RB selective and UP (`rb_selective`, `up`): the forget set should look like data the model never trained on:
+  ``|forget_error - unseen_error| + |mia_basic - 50|``, with ``unseen_error`` the error on validation examples of
+  the forget set's classes and ``mia_basic`` the basic MIA telling the forget set from those examples by their loss
+  (the MIA term is left out when too few examples make it unmeasurable).
+- RC (`rc`): the A<->B confusion on validation, scored against the true labels, as low as possible:
+  ``ic_val_error``.
+
+Each adds the **utility penalty**: with ``excess = kept_val_error - (original_kept_val_error + max_utility_drop)``
+(validation error on the kept classes, in points over the Original's plus the budget), the penalty is 0 when
+``excess <= 0`` and ``UTILITY_PENALTY + 10 * excess`` otherwise. The budget is a penalty, not a hard constraint,
+for two reasons. Any trial inside the budget beats any trial outside it: the penalty of 1000 exceeds every feasible
+value (at most 150), so `study.best_trial` is always feasible when one feasible trial exists. And infeasible trials
+still rank by how far over the budget they are, which gives the TPE sampler a gradient back into the feasible
+region instead of a flat wall of equally bad trials. Optuna's own constrained TPE (`constraints_func`) only steers
+sampling: it would not make `study.best_trial` respect the constraint.
+
+Pure PyTorch/numpy: no Kedro, MLflow or Optuna here.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..data import UnlearningTask
+from ..evaluation.metrics import interclass_confusion
+from ..evaluation.mia import basic_mia, basic_mia_not_applicable, per_example_loss
+from ..training import error_percent, predict_logits
+
+UTILITY_PENALTY = 1000.0
+"""Added once when the utility budget is exceeded (plus 10 x the excess in points); above every feasible value."""
+EXCESS_WEIGHT = 10.0
+"""Penalty per point of kept-class validation error over the budget."""
+MIA_CHANCE = 50.0
+"""The basic MIA's accuracy on members and non-members it cannot tell apart (balanced classes)."""
+
+OBJECTIVES: dict[str, str] = {
+    "rb_class": "100 - validation error on the forgotten class (push it to 100%), + utility penalty",
+    "rb_selective": "|forget error - validation error on the forget classes| + |basic MIA - 50| (forget set vs "
+                    "those validation examples), + utility penalty",
+    "up": "|forget error - validation error on the forget classes| + |basic MIA - 50| (forget set vs those "
+          "validation examples), + utility penalty",
+    "rc": "A<->B interclass confusion on validation with true labels, + utility penalty",
+}
+"""Application -> the objective in words (for docs and logs); every objective is minimised."""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One trial's result: the value the study minimises, its ingredients, and whether it is within budget."""
+
+    value: float              # what the study minimises
+    parts: dict[str, float]   # every ingredient, for logging (NaN where not applicable)
+    feasible: bool            # within the utility budget
+
+
+def _finite(name: str, value: float) -> float:
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite percentage, got {value} (an empty set of examples?)")
+    return value
+
+
+def _check_budget(max_utility_drop: float) -> float:
+    max_utility_drop = _finite("max_utility_drop", max_utility_drop)
+    if max_utility_drop < 0:
+        raise ValueError(f"max_utility_drop must be >= 0 points, got {max_utility_drop}")
+    return max_utility_drop
+
+
+def _check_application(application: str) -> None:
+    if application not in OBJECTIVES:
+        raise ValueError(f"unknown application '{application}' for a tuning objective; allowed are "
+                         f"{list(OBJECTIVES)}")
+
+
+def utility_penalty(kept_val_error: float, original_kept_val_error: float,
+                    max_utility_drop: float) -> tuple[float, float, bool]:
+    """(penalty, excess, feasible): excess = kept_val_error - (original_kept_val_error + max_utility_drop); penalty
+    = 0 when excess <= 0 else UTILITY_PENALTY + 10*excess. A step plus a slope: every infeasible trial ranks below
+    every feasible one, and infeasible ones still rank by how far over the budget they are."""
+    max_utility_drop = _check_budget(max_utility_drop)
+    excess = (_finite("kept_val_error", kept_val_error)
+              - (_finite("original_kept_val_error", original_kept_val_error) + max_utility_drop))
+    if excess <= 0:
+        return 0.0, excess, True
+    return UTILITY_PENALTY + EXCESS_WEIGHT * excess, excess, False
+
+
+def _utility_parts(kept_val_error: float, original_kept_val_error: float,
+                   max_utility_drop: float) -> tuple[float, bool, dict[str, float]]:
+    penalty, excess, feasible = utility_penalty(kept_val_error, original_kept_val_error, max_utility_drop)
+    parts = {
+        "kept_val_error": float(kept_val_error),
+        "original_kept_val_error": float(original_kept_val_error),
+        "max_utility_drop": float(max_utility_drop),
+        "utility_excess": excess,
+        "utility_penalty": penalty,
+    }
+    return penalty, feasible, parts
+
+
+def class_removal_objective(forgotten_val_error: float, kept_val_error: float, original_kept_val_error: float,
+                            max_utility_drop: float) -> Outcome:
+    """RB class: the forgotten class's validation error should reach 100%, so value = (100 - forgotten_val_error)
+    + utility penalty (0..100 when feasible)."""
+    forgotten_val_error = _finite("forgotten_val_error", forgotten_val_error)
+    penalty, feasible, parts = _utility_parts(kept_val_error, original_kept_val_error, max_utility_drop)
+    parts["forgotten_val_error"] = forgotten_val_error
+    return Outcome(value=(100.0 - forgotten_val_error) + penalty, parts=parts, feasible=feasible)
+
+
+def selective_objective(forget_error: float, unseen_error: float, mia_accuracy: float, kept_val_error: float,
+                        original_kept_val_error: float, max_utility_drop: float) -> Outcome:
+    """RB selective and UP: the forget set should look like data the model never saw, in error and to the basic
+    MIA, so value = |forget_error - unseen_error| + |mia_accuracy - 50| + utility penalty (0..150 when feasible).
+    `mia_accuracy` NaN means not measurable (fewer than 4 members or non-members): that term is left out and its
+    parts are NaN."""
+    forget_error = _finite("forget_error", forget_error)
+    unseen_error = _finite("unseen_error", unseen_error)
+    mia_accuracy = float(mia_accuracy)
+    if math.isinf(mia_accuracy):
+        raise ValueError(f"mia_accuracy must be a percentage or NaN (not applicable), got {mia_accuracy}")
+    penalty, feasible, parts = _utility_parts(kept_val_error, original_kept_val_error, max_utility_drop)
+    gap = abs(forget_error - unseen_error)
+    mia_distance = abs(mia_accuracy - MIA_CHANCE)  # NaN stays NaN
+    parts.update(forget_error=forget_error, unseen_error=unseen_error, forget_unseen_gap=gap,
+                 mia_basic=mia_accuracy, mia_distance=mia_distance)
+    value = gap + (0.0 if math.isnan(mia_distance) else mia_distance) + penalty
+    return Outcome(value=value, parts=parts, feasible=feasible)
+
+
+def confusion_objective(ic_val_error: float, kept_val_error: float, original_kept_val_error: float,
+                        max_utility_drop: float) -> Outcome:
+    """RC: the A<->B confusion on validation, scored against the true labels, should be as low as possible, so
+    value = ic_val_error + utility penalty (0..100 when feasible)."""
+    ic_val_error = _finite("ic_val_error", ic_val_error)
+    penalty, feasible, parts = _utility_parts(kept_val_error, original_kept_val_error, max_utility_drop)
+    parts["ic_val_error"] = ic_val_error
+    return Outcome(value=ic_val_error + penalty, parts=parts, feasible=feasible)
+
+
+def _of_classes(labels: torch.Tensor, classes: tuple[int, ...]) -> torch.Tensor:
+    return torch.isin(labels, torch.tensor(classes, dtype=labels.dtype))
+
+
+def _kept_error(val_logits: torch.Tensor, task: UnlearningTask) -> float:
+    kept = _of_classes(task.val_y, task.kept_classes)
+    return error_percent(val_logits[kept], task.val_y[kept])
+
+
+def kept_validation_error(model: nn.Module, task: UnlearningTask, device: torch.device | None) -> float:
+    """Error (%) on the validation examples of `task.kept_classes`: the utility the budget protects (run it on the
+    Original once to get `original_kept_val_error`)."""
+    if device is not None:
+        model = model.to(device)
+    return _kept_error(predict_logits(model, task.val_x, device), task)
+
+
+def tuning_outcome(model: nn.Module, task: UnlearningTask, original_kept_val_error: float, max_utility_drop: float,
+                   seed: int, device: torch.device | None) -> Outcome:
+    """The application's objective for an unlearned `model`, from its predictions on the forget set
+    (`task.forget_x/forget_y`) and the validation split (`task.val_x/val_y`) only: no retain pass, no test data,
+    no Retrain. `seed` seeds the basic MIA's subsampling and splits (RB selective, UP)."""
+    _check_application(task.application)
+    _check_budget(max_utility_drop)
+    if device is not None:
+        model = model.to(device)
+    val_logits = predict_logits(model, task.val_x, device)
+    kept_val_error = _kept_error(val_logits, task)
+    of_forget_classes = _of_classes(task.val_y, task.forget_classes)
+
+    if task.application == "rb_class":
+        forgotten = error_percent(val_logits[of_forget_classes], task.val_y[of_forget_classes])
+        return class_removal_objective(forgotten, kept_val_error, original_kept_val_error, max_utility_drop)
+
+    if task.application == "rc":
+        if not task.swap:
+            raise ValueError("an rc task needs its swapped classes (task.swap) to score interclass confusion")
+        a, b = sorted(task.swap)[:2]
+        ic_val_error, _ = interclass_confusion(val_logits, task.val_y, a, b)
+        return confusion_objective(ic_val_error, kept_val_error, original_kept_val_error, max_utility_drop)
+
+    # rb_selective, up: members = the forget set (stored labels), non-members = validation of the same classes
+    forget_logits = predict_logits(model, task.forget_x, device)
+    unseen_logits, unseen_y = val_logits[of_forget_classes], task.val_y[of_forget_classes]
+    forget_error = error_percent(forget_logits, task.forget_y)
+    unseen_error = error_percent(unseen_logits, unseen_y)
+    if basic_mia_not_applicable(len(task.forget_y), len(unseen_y)) is None:
+        mia, _ = basic_mia(per_example_loss(forget_logits, task.forget_y), per_example_loss(unseen_logits, unseen_y),
+                           seed)
+    else:
+        mia = float("nan")
+    return selective_objective(forget_error, unseen_error, mia, kept_val_error, original_kept_val_error,
+                               max_utility_drop)

@@ -1,0 +1,104 @@
+"""Tuning studies: resume after an interruption, pruned and failed trials, the pruning signal through the one
+runner, and a real study on digits that picks settings which forget."""
+
+from __future__ import annotations
+
+import math
+
+import optuna
+import pytest
+import torch
+
+from scrub_unlearning.methods import get_method, method_parameters
+from scrub_unlearning.methods.runner import run_method
+from scrub_unlearning.progress import StopWork, observing_epochs
+from scrub_unlearning.tuning.space import parse_space
+from scrub_unlearning.tuning.study import TrialFailed, method_objective, open_study, run_study
+
+CPU = torch.device("cpu")
+
+
+def quadratic(trial: optuna.Trial) -> tuple[float, dict]:
+    x = trial.suggest_float("x", -3.0, 3.0)
+    trial.set_user_attr("settings", {"x": x})
+    return (x - 1.0) ** 2, {"x": x}
+
+
+def test_an_interrupted_study_continues_to_n_plus_m_trials(tmp_path):
+    storage = f"sqlite:///{tmp_path / 'studies.db'}"
+    first = run_study(open_study("s", storage, sampler_seed=0), 3, quadratic, storage)
+    assert (first.complete, len(first.trials)) == (3, 3)
+    abandoned = open_study("s", storage, sampler_seed=0).ask()  # a trial a killed process left RUNNING
+    assert abandoned.number == 3
+    again = open_study("s", storage, sampler_seed=0)
+    assert again.trials[3].state == optuna.trial.TrialState.FAIL, "a dead process's running trial does not count"
+    second = run_study(again, 5, quadratic, storage)
+    assert len(second.trials) == 2, "only the missing trials run"
+    assert (second.complete, second.failed) == (5, 1)
+    assert second.best_value == min(t.value for t in again.trials if t.value is not None)
+    assert second.best_params == {"x": pytest.approx(1.0 + math.copysign(math.sqrt(second.best_value),
+                                                                          second.best_params["x"] - 1.0))}
+    done = run_study(open_study("s", storage, sampler_seed=0), 5, quadratic, storage)
+    assert done.trials == [] and done.complete == 5, "a finished study runs nothing"
+
+
+def test_pruned_trials_count_and_failed_ones_do_not(tmp_path):
+    storage = f"sqlite:///{tmp_path / 'studies.db'}"
+    calls = []
+
+    def objective(trial):
+        calls.append(trial.number)
+        if trial.number == 0:
+            raise StopWork("pruned after epoch 2")
+        if trial.number == 1:
+            raise TrialFailed("diverged")
+        return quadratic(trial)
+
+    outcome = run_study(open_study("p", storage, 0), 2, objective, storage)
+    assert [t.state for t in outcome.trials] == ["PRUNED", "FAIL", "COMPLETE"]
+    assert (outcome.pruned, outcome.failed, outcome.complete, outcome.finished) == (1, 1, 1, 2)
+    assert outcome.trials[1].note == "diverged"
+
+    def always_fails(trial):
+        raise TrialFailed("nothing runs")
+
+    stopped = run_study(open_study("f", storage, 0), 3, always_fails, storage)
+    assert stopped.failed == 3 and stopped.best_params is None and math.isnan(stopped.best_value)
+    with pytest.raises(ValueError, match="n_trials"):
+        run_study(open_study("g", storage, 0), 0, quadratic, storage)
+
+
+def test_the_pruning_signal_stops_a_method_instead_of_failing_it(digits_original, digits_task):
+    task = digits_task("up")
+    params = method_parameters("finetune", {"finetune": {"optimizer": "sgd", "lr": 0.01, "epochs": 3,
+                                                         "batch_size": 128}}, {}, {})
+    seen = []
+
+    def observer(what, epoch, total, model):
+        seen.append((what, epoch, total, model.training))
+        if epoch == 2:
+            raise StopWork("pruned")
+
+    with observing_epochs(observer), pytest.raises(StopWork):
+        run_method("finetune", digits_original, task, params, CPU)
+    assert [s[1] for s in seen] == [1, 2] and all(s[2] == 3 for s in seen)
+    assert run_method("finetune", digits_original, task, params, CPU).ok, "no observer: the method runs"
+
+
+def test_a_real_study_on_digits_prefers_settings_that_forget(tmp_path, digits_original, digits_task):
+    """NegGrad on the UP forget set: with lr in [1e-5, 1e-2] the study's best trial closes the forget/unseen gap
+    better than the smallest lr (which barely moves the weights), within the utility budget."""
+    task = digits_task("up")
+    base = {"optimizer": "sgd", "lr": 1e-3, "momentum": 0.9, "weight_decay": 5e-4, "epochs": 3, "batch_size": 64}
+    space = parse_space("neggrad", {"lr": {"low": 1e-5, "high": 1e-2, "log": True}},
+                        get_method("neggrad").parameters, "tuning.space.neggrad")
+    objective = method_objective("neggrad", base, space, digits_original, task, CPU, max_utility_drop=5.0, seed=1,
+                                 pruning=False)
+    storage = f"sqlite:///{tmp_path / 'studies.db'}"
+    outcome = run_study(open_study("neggrad", storage, 0, pruning=False), 6, objective, storage)
+    assert outcome.complete == 6 and outcome.best_parts["feasible"] == 1.0
+    floor = optuna.create_study(sampler=optuna.samplers.RandomSampler(0))
+    floor.enqueue_trial({"lr": 1e-5})
+    untouched_value, untouched = objective(floor.ask())
+    assert outcome.best_value < untouched_value
+    assert outcome.best_parts["forget_unseen_gap"] <= untouched["forget_unseen_gap"]
