@@ -102,3 +102,25 @@ def test_a_real_study_on_digits_prefers_settings_that_forget(tmp_path, digits_or
     untouched_value, untouched = objective(floor.ask())
     assert outcome.best_value < untouched_value
     assert outcome.best_parts["forget_unseen_gap"] <= untouched["forget_unseen_gap"]
+
+
+def test_a_best_trial_over_the_utility_budget_is_recorded_not_applied():
+    from scrub_unlearning.pipelines.tuning.nodes import write_tuned_settings
+    from scrub_unlearning.tuning.settings_file import apply_tuned_settings
+
+    def result(method, feasible, settings):
+        parts = {"feasible": feasible, "kept_val_error": 9.5, "original_kept_val_error": 2.8, "max_utility_drop": 5.0}
+        return {"scenario": "up", "method": method, "settings": settings,
+                "provenance": {"trials": 8, "objective": 3.0 if feasible else 1031.3, "parts": parts}}
+
+    tuned = write_tuned_settings({"environment": "base", "tuned": {}},
+                                 result("scrub", 1.0, {"lr": 0.002}), result("neggrad_plus", 0.0, {"lr": 0.03}),
+                                 {"scenario": "up", "method": "ssd", "settings": None, "provenance": {}})
+    assert tuned["version"] == 1 and set(tuned["scenarios"]["up"]) == {"scrub", "neggrad_plus"}
+    skipped = tuned["scenarios"]["up"]["neggrad_plus"]
+    assert skipped["settings"] == {} and skipped["provenance"]["applied"] is False
+    assert "9.50% against the Original's 2.80% + 5 points" in skipped["provenance"]["reason"]
+    assert skipped["provenance"]["best_settings"] == {"lr": 0.03}
+    parameters = {"scenarios": {"up": {"application": "up"}}, "tuned": tuned}
+    applied = apply_tuned_settings(parameters, "tuned")["scenarios"]["up"]["method_params"]
+    assert applied["scrub"] == {"lr": 0.002} and applied.get("neggrad_plus", {}) == {}

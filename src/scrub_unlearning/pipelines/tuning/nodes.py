@@ -103,13 +103,26 @@ def tune_original(splits: Splits, training_set: TrainingSet, model: dict, traini
 
 def write_tuned_settings(current: dict, *results: dict) -> dict:
     """The new `tuned` block: every study's best settings with provenance over the previous file's (version + 1).
-    A study with no complete trial changes nothing (its method keeps its earlier or configured settings)."""
-    entries = [{k: r[k] for k in ("scenario", "method", "settings", "provenance")} for r in results
-               if r.get("settings")]
+    A study with no complete trial changes nothing. A study whose best trial is over the utility budget writes no
+    settings (the method keeps its configured ones) but records the finding: `applied: false` and why."""
+    entries = []
     for r in results:
+        where = f"{r['method']}" + (f" on {r['scenario']}" if r.get("scenario") else "")
         if not r.get("settings"):
-            log.warning("tuning %s%s: no trial completed, settings unchanged", r["method"],
-                        f" on {r['scenario']}" if r.get("scenario") else "")
+            log.warning("tuning %s: no trial completed, settings unchanged", where)
+            continue
+        parts = r["provenance"].get("parts") or {}
+        if parts.get("feasible", 1.0) == 0.0:
+            reason = (f"no trial of {r['provenance']['trials']} kept the kept-class validation error within the "
+                      f"budget: the best was {parts.get('kept_val_error', float('nan')):.2f}% against the "
+                      f"Original's {parts.get('original_kept_val_error', float('nan')):.2f}% + "
+                      f"{parts.get('max_utility_drop', float('nan')):g} points")
+            log.warning("tuning %s: %s; its configured settings stay", where, reason)
+            entries.append({**r, "settings": {}, "provenance": {**r["provenance"], "applied": False,
+                                                                "reason": reason, "best_settings": r["settings"]}})
+        else:
+            entries.append({**r, "provenance": {**r["provenance"], "applied": True}})
+    entries = [{k: e[k] for k in ("scenario", "method", "settings", "provenance")} for e in entries]
     tuned = updated_tuned_settings(current.get("tuned"), entries, current["environment"],
                                    datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
     log.info("tuned settings version %s: %d studies written (%s)", tuned.get("version"), len(entries),
