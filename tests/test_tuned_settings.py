@@ -16,6 +16,7 @@ from scrub_unlearning.tuning.settings_file import (
     SOURCES,
     TUNED_KEY,
     apply_tuned_settings,
+    select_environment,
     tuned_file_text,
     updated_tuned_settings,
 )
@@ -248,7 +249,8 @@ def test_file_text_round_trips():
     assert header and "kedro run --pipelines=tune" in text and "method_params_source: tuned" in text
     assert "by hand" in text and "provenance" in text
     loaded = yaml.safe_load(text)
-    assert list(loaded) == [TUNED_KEY]
+    assert list(loaded) == ["tuned_base"], "each environment's file has its own key"
+    loaded = select_environment(loaded, "base")
     assert loaded[TUNED_KEY]["scenarios"]["rb_class"]["scrub"]["settings"] == {"lr": 0.0042, "lr_decay_epochs": [3, 6]}
     assert loaded[TUNED_KEY] == tuned
     assert list(loaded[TUNED_KEY])[:3] == ["version", "environment", "written"]  # not sorted
@@ -256,3 +258,15 @@ def test_file_text_round_trips():
     parameters = _parameters(**{TUNED_KEY: loaded[TUNED_KEY]})
     assert apply_tuned_settings(parameters, source="tuned") == apply_tuned_settings(
         _parameters(**{TUNED_KEY: tuned}), source="tuned")
+
+
+def test_another_environments_tuned_block_is_never_applied():
+    """Every environment loads base's parameters, base's file included: only the running environment's block
+    (`tuned_<env>`) is used, and an environment without a file of its own has no tuned settings."""
+    base_block = updated_tuned_settings(None, [_result("rb_class", "scrub", {"lr": 0.0042})], "base", "t")
+    parameters = _parameters(**{"tuned_base": base_block, SOURCE_KEY: "tuned"})
+    assert select_environment(parameters, "base")[TUNED_KEY] == base_block
+    cifar5 = select_environment(parameters, "cifar5")
+    assert TUNED_KEY not in cifar5 and "tuned_base" not in cifar5
+    with pytest.raises(ValueError, match="no tuned settings"):
+        apply_tuned_settings(cifar5)

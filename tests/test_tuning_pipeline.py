@@ -19,7 +19,7 @@ def _client(project: Path):
 
 
 def _tuned(project: Path) -> dict:
-    return yaml.safe_load((project / "conf" / "test" / "parameters_tuned.yml").read_text())["tuned"]
+    return yaml.safe_load((project / "conf" / "test" / "parameters_tuned.yml").read_text())["tuned_test"]
 
 
 @pytest.fixture(scope="module")

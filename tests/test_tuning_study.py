@@ -124,3 +124,13 @@ def test_a_best_trial_over_the_utility_budget_is_recorded_not_applied():
     parameters = {"scenarios": {"up": {"application": "up"}}, "tuned": tuned}
     applied = apply_tuned_settings(parameters, "tuned")["scenarios"]["up"]["method_params"]
     assert applied["scrub"] == {"lr": 0.002} and applied.get("neggrad_plus", {}) == {}
+
+
+def test_a_resumed_study_draws_what_an_uninterrupted_one_draws(tmp_path):
+    whole = f"sqlite:///{tmp_path / 'whole.db'}"
+    broken = f"sqlite:///{tmp_path / 'broken.db'}"
+    run_study(open_study("s", whole, sampler_seed=3), 6, quadratic, whole)
+    run_study(open_study("s", broken, sampler_seed=3), 4, quadratic, broken)
+    run_study(open_study("s", broken, sampler_seed=3), 6, quadratic, broken)  # resumed: a new process, new sampler
+    draws = [[t.params["x"] for t in optuna.load_study(study_name="s", storage=url).trials] for url in (whole, broken)]
+    assert draws[0] == draws[1]

@@ -10,7 +10,7 @@ from kedro.utils import find_kedro_project
 from scrub_unlearning.hooks import ProgressHook, ScenarioRegistryHook
 from scrub_unlearning.mlflow_edge.params_hook import OncePerRunMlflowHook
 from scrub_unlearning.mlflow_edge.run_layout import MlflowRunLayoutHook
-from scrub_unlearning.tuning.settings_file import SOURCE_KEY, apply_tuned_settings
+from scrub_unlearning.tuning.settings_file import SOURCE_KEY, apply_tuned_settings, select_environment
 
 
 class ProjectConfigLoader(OmegaConfigLoader):
@@ -22,6 +22,9 @@ class ProjectConfigLoader(OmegaConfigLoader):
     def __getitem__(self, key):
         config = super().__getitem__(key)
         if key == "parameters":
+            # `kedro run` without --env runs base + local; its tuned file is base's
+            environment = self.env if self.env and self.env != self.default_run_env else self.base_env
+            config = select_environment(config, environment)
             source = (self.runtime_params or {}).get(SOURCE_KEY, config.get(SOURCE_KEY))
             config = apply_tuned_settings(config, source)
         return config

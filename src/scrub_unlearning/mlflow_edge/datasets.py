@@ -21,7 +21,7 @@ from safetensors.torch import load_file, save_file
 
 from ..models import ModelBundle
 from ..models.store import WeightStore
-from ..tuning.settings_file import TUNED_KEY, tuned_file_text
+from ..tuning.settings_file import file_key, tuned_file_text
 
 WEIGHTS, SPEC = "weights.safetensors", "spec.json"
 
@@ -129,7 +129,7 @@ class StudyStorageDataset(AbstractDataset[str, str]):
 
 class TunedSettingsDataset(AbstractDataset[dict, dict]):
     """The tuned settings file `conf/<env>/parameters_tuned.yml` (tuning/settings_file.py). Loading gives
-    `{"environment": <env folder>, "tuned": <its tuned block, {} when absent>}`; saving a `tuned` block writes the
+    `{"environment": <env folder>, "tuned": <its tuned_<env> block, {} when absent>}`; saving a `tuned` block writes the
     file atomically with its header. Two catalog entries name the same file: one read before tuning, one written
     after (a node cannot read and write one dataset)."""
 
@@ -138,11 +138,11 @@ class TunedSettingsDataset(AbstractDataset[dict, dict]):
         self.metadata = metadata
 
     def load(self) -> dict:
-        tuned = {}
+        tuned, environment = {}, self._path.parent.name
         if self._path.is_file():
             document = yaml.safe_load(self._path.read_text()) or {}
-            tuned = document.get(TUNED_KEY) or {}
-        return {"environment": self._path.parent.name, "tuned": tuned}
+            tuned = document.get(file_key(environment)) or {}
+        return {"environment": environment, "tuned": tuned}
 
     def save(self, data: dict) -> None:
         self._path.parent.mkdir(parents=True, exist_ok=True)

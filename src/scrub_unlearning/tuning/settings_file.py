@@ -1,8 +1,9 @@
-"""The tuned settings a `kedro run` reads back: the `tuned:` block of `conf/<env>/parameters_tuned.yml`.
+"""The tuned settings a `kedro run` reads back: the `tuned_<env>:` block of `conf/<env>/parameters_tuned.yml`
+(selected as `tuned` by `select_environment`).
 
 The tuning pipeline writes one entry per (scenario, method) - and optionally the Original's recipe - each with the
 settings it chose and their provenance (study, trials, objective, date); `method_params_source: tuned` overlays
-them on the configured parameters, `config` (the default) ignores them. The file is replaced as a whole at every
+them on the configured parameters, `config` ignores them. The file is replaced as a whole at every
 write (`updated_tuned_settings` keeps the entries a new study does not replace, and bumps the version), so a run
 can always name the version it used.
 """
@@ -24,7 +25,7 @@ ORIGINAL_MODEL_KEYS = ("width",)
 
 HEADER = """\
 # Tuned settings: written by `kedro run --pipelines=tune --env <env>`; read by every `kedro run` of this environment
-# when `method_params_source: tuned` (the default, `config`, ignores this file). Do not edit by hand: every value
+# when `method_params_source: tuned` (`config` ignores this file). Do not edit by hand: every value
 # keeps the provenance (study, trials, objective, date) of the search that chose it; tune again instead.
 """
 
@@ -144,7 +145,24 @@ def updated_tuned_settings(previous: Mapping | None, results: list[dict], enviro
     return tuned
 
 
+def file_key(environment: str) -> str:
+    """The top-level key of an environment's tuned settings file, `tuned_<env>`: every environment loads base's
+    parameters, so with one shared key base's (digits) settings would merge into another environment's."""
+    return f"{TUNED_KEY}_{environment}"
+
+
+def select_environment(parameters: Mapping, environment: str) -> dict:
+    """The parameters with `environment`'s tuned block (`tuned_<env>`) under `tuned` and every `tuned_*` block of
+    other environments dropped (a shallow copy)."""
+    selected = {k: v for k, v in parameters.items() if not str(k).startswith(f"{TUNED_KEY}_")}
+    block = parameters.get(file_key(environment))
+    if block is not None:
+        selected[TUNED_KEY] = block
+    return selected
+
+
 def tuned_file_text(tuned: Mapping) -> str:
-    """The text of `parameters_tuned.yml`: a header saying who writes and reads it, then `{"tuned": tuned}`."""
-    body = yaml.safe_dump({TUNED_KEY: _plain(tuned)}, sort_keys=False, allow_unicode=True, default_flow_style=False)
+    """The text of `parameters_tuned.yml`: a header saying who writes and reads it, then `{"tuned_<env>": tuned}`."""
+    key = file_key(str(tuned.get("environment") or "base"))
+    body = yaml.safe_dump({key: _plain(tuned)}, sort_keys=False, allow_unicode=True, default_flow_style=False)
     return HEADER + body

@@ -80,16 +80,25 @@ class StudyOutcome:
         return self.complete + self.pruned
 
 
+def seeded_sampler(sampler_seed: int, trials_so_far: int) -> optuna.samplers.TPESampler:
+    """TPE seeded by the sampler seed and the number of trials the study already holds: a study resumed after an
+    interruption draws the same settings as one that ran without a break (a sampler created once and reloaded would
+    restart its random state at the resume)."""
+    return optuna.samplers.TPESampler(seed=int(sampler_seed) * 100_003 + int(trials_so_far),
+                                      n_startup_trials=STARTUP_TRIALS)
+
+
 def open_study(name: str, storage: str, sampler_seed: int, pruning: bool = True) -> optuna.Study:
     """The study `name` in `storage` (created, or loaded to continue), seeded TPE, median pruner (or none). Trials a
     dead process left RUNNING are marked FAIL so they do not count (one `tune` per environment at a time)."""
-    sampler = optuna.samplers.TPESampler(seed=int(sampler_seed), n_startup_trials=STARTUP_TRIALS)
+    sampler = seeded_sampler(sampler_seed, 0)
     pruner = (optuna.pruners.MedianPruner(n_startup_trials=STARTUP_TRIALS, n_warmup_steps=WARMUP_EPOCHS)
               if pruning else optuna.pruners.NopPruner())
     study = optuna.create_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner,
                                 direction="minimize", load_if_exists=True)
     for stale in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         study._storage.set_trial_state_values(stale._trial_id, TrialState.FAIL)
+    study.set_user_attr("sampler_seed", int(sampler_seed))
     return study
 
 
@@ -113,6 +122,7 @@ def run_study(study: optuna.Study, n_trials: int, objective: Objective, storage:
     if progress and done:
         progress(f"{study.study_name}: {done} of {n_trials} trials already done, continuing")
     while done < int(n_trials) and failures < int(n_trials):
+        study.sampler = seeded_sampler(study.user_attrs.get("sampler_seed", 0), len(study.trials))
         trial = study.ask()
         began = time.perf_counter()
         record = TrialRecord(study.study_name, trial.number, "COMPLETE", {})

@@ -71,7 +71,10 @@ def tune_method(original: ModelBundle, splits: Splits, training_set: TrainingSet
                                  max_utility_drop=float(tuning["max_utility_drop"]), seed=seed, rewound=rewound,
                                  pruning=bool(tuning.get("pruning", True)))
     name = _study_name(f"{scenario_name}/{method}", {
-        "space": describe_space(space), "base": params_of(method), "seed": seed,
+        # the base settings without the searched keys (every trial overrides those): a run that reads the tuned
+        # file continues the same studies
+        "space": describe_space(space), "base": {k: v for k, v in params_of(method).items() if k not in space},
+        "seed": seed,
         "budget": tuning["max_utility_drop"], "original": weights_digest(original.weights),
         "forget": forget_set["id"].tolist()})
     study = open_study(name, storage, int(tuning.get("sampler_seed", 0)), bool(tuning.get("pruning", True)))
@@ -92,7 +95,9 @@ def tune_original(splits: Splits, training_set: TrainingSet, model: dict, traini
     objective = original_objective(training_set, splits.x["val"], splits.y["val"], training, space,
                                    lambda model_keys: _spec(splits, {**model, **model_keys}), device, seed=seed,
                                    pruning=bool(tuning.get("pruning", True)))
-    name = _study_name("original", {"space": describe_space(space), "base": training, "model": model,
+    name = _study_name("original", {"space": describe_space(space),
+                                    "base": {k: v for k, v in training.items() if k not in space},
+                                    "model": {k: v for k, v in model.items() if k not in space},
                                     "seed": seed, "data": training_set.ids.tolist()[:50] + [len(training_set.ids)],
                                     "backbone": training_set.backbone_key})
     study = open_study(name, storage, int(tuning.get("sampler_seed", 0)), bool(tuning.get("pruning", True)))
