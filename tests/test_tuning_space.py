@@ -282,3 +282,23 @@ def test_same_seed_same_values():
 
     assert draws(7) == draws(7)
     assert draws(7) != draws(8)
+
+
+def test_the_configured_point_keeps_values_inside_the_space():
+    import optuna
+
+    from scrub_unlearning.methods import get_method
+    from scrub_unlearning.tuning.space import configured_point, parse_space, suggest
+
+    space = parse_space("scrub", {"lr": {"low": 1e-3, "high": 0.05, "log": True}, "msteps": {"low": 1, "high": 5},
+                                  "optimizer": {"choices": ["sgd", "adam"]},
+                                  "lr_decay_epochs": {"choices": [[5, 8, 9], [3, 6]]}},
+                        get_method("scrub").parameters, "tuning.space.scrub")
+    configured = {"lr": 0.01, "msteps": 9, "optimizer": "adam", "lr_decay_epochs": [5, 8, 9], "gamma": 1.0}
+    point = configured_point(space, configured)
+    assert set(point) == {"lr", "optimizer", "lr_decay_epochs"}, "msteps 9 is outside [1, 5]: left to the sampler"
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    study.enqueue_trial(point)
+    drawn = suggest(study.ask(), space)
+    assert drawn["lr"] == 0.01 and drawn["optimizer"] == "adam" and drawn["lr_decay_epochs"] == [5, 8, 9]
+    assert 1 <= drawn["msteps"] <= 5

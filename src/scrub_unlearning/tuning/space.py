@@ -172,6 +172,28 @@ def suggest(trial: Any, space: Mapping[str, Dimension]) -> dict:
     return values
 
 
+def configured_point(space: Mapping[str, Dimension], configured: Mapping) -> dict:
+    """The configured values of the searched parameters, as Optuna's fixed parameters of an enqueued trial: each one
+    that lies in its dimension (inside the range, among the choices); the others are left to the sampler. Enqueued
+    as a study's first trial, so the tuned settings are never worse than the configured ones on the objective."""
+    point: dict[str, Any] = {}
+    for name, dim in space.items():
+        if name not in configured or configured[name] is None:
+            continue
+        value = configured[name]
+        if dim.kind in ("int", "float"):
+            if isinstance(value, bool) or not _is_number(value) or not dim.low <= float(value) <= dim.high:
+                continue
+            point[name] = int(value) if dim.kind == "int" else float(value)
+        else:
+            as_choice = tuple(value) if isinstance(value, list) else value
+            if as_choice not in dim.choices:
+                continue
+            lists = any(isinstance(choice, tuple) for choice in dim.choices)
+            point[name] = _encode(as_choice) if lists else as_choice
+    return point
+
+
 def _number_text(x: float) -> str:
     if float(x).is_integer() and abs(x) < 1e6:
         return str(int(x))

@@ -15,7 +15,7 @@ from ...models import ModelBundle
 from ...models.store import WeightStore, weights_digest
 from ...training import configure_runtime
 from ...tuning.settings_file import updated_tuned_settings
-from ...tuning.space import describe_space, parse_space
+from ...tuning.space import configured_point, describe_space, parse_space
 from ...tuning.study import (
     StudyOutcome,
     method_objective,
@@ -78,6 +78,8 @@ def tune_method(original: ModelBundle, splits: Splits, training_set: TrainingSet
         "budget": tuning["max_utility_drop"], "original": weights_digest(original.weights),
         "forget": forget_set["id"].tolist()})
     study = open_study(name, storage, int(tuning.get("sampler_seed", 0)), bool(tuning.get("pruning", True)))
+    if not study.trials:  # trial 0 = the configured settings: tuning never ends worse than them on the objective
+        study.enqueue_trial(configured_point(space, params_of(method)))
     log.info("tuning %s on %s (%s): %d trials, space %s", method, scenario_name, scenario["application"],
              int(tuning["n_trials"]), describe_space(space))
     outcome = run_study(study, int(tuning["n_trials"]), objective, storage, progress=log.info)
@@ -101,6 +103,8 @@ def tune_original(splits: Splits, training_set: TrainingSet, model: dict, traini
                                     "seed": seed, "data": training_set.ids.tolist()[:50] + [len(training_set.ids)],
                                     "backbone": training_set.backbone_key})
     study = open_study(name, storage, int(tuning.get("sampler_seed", 0)), bool(tuning.get("pruning", True)))
+    if not study.trials:
+        study.enqueue_trial(configured_point(space, {**model, **training}))
     log.info("tuning the Original: %d trials, space %s", n_trials, describe_space(space))
     return _result(run_study(study, n_trials, objective, storage, progress=log.info), None, "original", tuning,
                    space)
