@@ -134,3 +134,17 @@ def test_a_resumed_study_draws_what_an_uninterrupted_one_draws(tmp_path):
     run_study(open_study("s", broken, sampler_seed=3), 6, quadratic, broken)  # resumed: a new process, new sampler
     draws = [[t.params["x"] for t in optuna.load_study(study_name="s", storage=url).trials] for url in (whole, broken)]
     assert draws[0] == draws[1]
+
+
+def test_ties_go_to_the_better_utility(tmp_path):
+    storage = f"sqlite:///{tmp_path / 'studies.db'}"
+    kept = {0: 7.7, 1: 2.5, 2: 4.0}
+
+    def tied(trial):
+        trial.suggest_float("x", 0.0, 1.0)
+        trial.set_user_attr("settings", {"n": trial.number})
+        trial.set_user_attr("parts", {"kept_val_error": kept[trial.number]})
+        return 0.0, {}
+
+    outcome = run_study(open_study("t", storage, 0), 3, tied, storage)
+    assert outcome.best_params == {"n": 1} and outcome.best_parts == {"kept_val_error": 2.5}

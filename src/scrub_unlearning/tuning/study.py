@@ -161,8 +161,15 @@ def run_study(study: optuna.Study, n_trials: int, objective: Objective, storage:
 
 
 def _best(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
+    """The complete trial with the lowest objective; ties (many trials reach 100% forgotten-class error) go to the
+    lower kept-class validation error, then to the earlier trial."""
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    return min(complete, key=lambda t: (t.value, t.number)) if complete else None
+
+    def utility(trial: optuna.trial.FrozenTrial) -> float:
+        value = (trial.user_attrs.get("parts") or {}).get("kept_val_error", math.inf)
+        return value if isinstance(value, (int, float)) and math.isfinite(value) else math.inf
+
+    return min(complete, key=lambda t: (t.value, utility(t), t.number)) if complete else None
 
 
 def _pruning_observer(trial: optuna.Trial, score: Callable[[nn.Module], float], pruning: bool):
