@@ -95,3 +95,22 @@ def test_bad_tuning_input_fails_before_training(project):
     assert result.returncode != 0
     assert "tuning.n_trials" in result.stdout + result.stderr
     assert "Running node" not in result.stdout + result.stderr
+
+
+def test_the_originals_recipe_is_tuned_on_validation_error_and_read_back(project):
+    result = kedro(project, "run", "--env", "test", "--pipelines=tune_original", "--params",
+                   "tuning.original.n_trials=1")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
+    tuned = _tuned(project)
+    original = tuned["original"]
+    assert set(original["settings"]) == {"lr", "epochs", "batch_size", "weight_decay"}
+    assert 10 <= original["settings"]["epochs"] <= 30 and original["settings"]["batch_size"] in (32, 64, 128)
+    assert original["provenance"]["objective"] == pytest.approx(original["provenance"]["parts"]["val_error"])
+    assert set(tuned["scenarios"]["up"]) == {"scrub", "finetune"}, "the methods' entries are kept"
+
+    from scrub_unlearning.settings import CONFIG_LOADER_ARGS, CONFIG_LOADER_CLASS
+
+    loader = CONFIG_LOADER_CLASS(str(project / "conf"), env="test", runtime_params={"method_params_source": "tuned"},
+                                 **CONFIG_LOADER_ARGS)
+    training = loader["parameters"]["training"]
+    assert {k: training[k] for k in original["settings"]} == original["settings"]

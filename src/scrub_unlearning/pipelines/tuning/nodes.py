@@ -135,5 +135,5 @@ def write_tuned_settings(current: dict, *results: dict) -> dict:
     tuned = updated_tuned_settings(current.get("tuned"), entries, current["environment"],
                                    datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
     log.info("tuned settings version %s: %d studies written (%s)", tuned.get("version"), len(entries),
-             ", ".join(f"{e['scenario'] or 'original'}/{e['method']}" for e in entries))
+             ", ".join(f"{e['scenario']}/{e['method']}" if e["scenario"] else e["method"] for e in entries))
     return tuned
