@@ -135,12 +135,11 @@ def test_configuration_merge_and_method_parameters():
 def test_configuration_is_kedros_for_the_test_env():
     """The benchmark reads what `kedro run --env test` reads: Kedro's loader with the project's settings (soft merge
     of single keys over base, `${globals:...}` resolved per environment)."""
-    from kedro.config import OmegaConfigLoader
-
-    from scrub_unlearning.settings import CONFIG_LOADER_ARGS
+    from scrub_unlearning.settings import CONFIG_LOADER_ARGS, CONFIG_LOADER_CLASS
 
     params = config.load_parameters("test", ROOT)
-    assert params == OmegaConfigLoader(str(ROOT / "conf"), env="test", **CONFIG_LOADER_ARGS)["parameters"]
+    assert params == CONFIG_LOADER_CLASS(str(ROOT / "conf"), env="test", **CONFIG_LOADER_ARGS)["parameters"]
+    assert "tuned_base" not in params, "base's tuned block is not the test environment's"
     scrub = params["method_params"]["scrub"]
     assert scrub["epochs"] == 5 and scrub["lr_decay_epochs"] == [3, 4]  # from conf/test
     assert scrub["optimizer"] == "sgd" and scrub["max_utility_drop"] == 5.0  # kept from base (soft merge)
