@@ -62,6 +62,8 @@ def test_every_trial_is_an_mlflow_child_run(project):
     assert {(c.data.tags["scenario"], c.data.tags["method"]) for c in trials} == STUDIES
     for child in trials:
         assert "objective" in child.data.metrics and child.data.tags["state"] in ("COMPLETE", "PRUNED")
+        duration = (child.info.end_time - child.info.start_time) / 1000
+        assert duration == pytest.approx(child.data.metrics["seconds"], abs=0.01), "the run spans the trial"
         assert child.data.params, "the trial's settings are its params"
     scrub = [c for c in trials if c.data.tags["method"] == "scrub"]
     assert {"lr", "msteps", "alpha", "forget_batch"} <= set(scrub[0].data.params)

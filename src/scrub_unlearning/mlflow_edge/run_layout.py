@@ -176,9 +176,9 @@ class MlflowRunLayoutHook:
             for split, count in table["split"].value_counts().items():
                 mlflow.set_tag(f"split_size.{split}", int(count))
 
-    def _child(self, parent, name: str, tags: dict) -> str:
+    def _child(self, parent, name: str, tags: dict, start_time: int | None = None) -> str:
         client = MlflowClient()
-        child = client.create_run(parent.experiment_id, run_name=name,
+        child = client.create_run(parent.experiment_id, run_name=name, start_time=start_time,
                                   tags={"mlflow.parentRunId": parent.run_id, "env": self._env, **owner_tags(),
                                         **tags})
         return child.info.run_id
@@ -241,16 +241,20 @@ class MlflowRunLayoutHook:
         client = MlflowClient()
         scenario, method = result.get("scenario") or "original", str(result.get("method"))
         for trial in result["trials"]:
+            started, seconds = _number(trial.get("started")), _number(trial.get("seconds"))
+            timed = started is not None and seconds is not None  # the run spans the trial, not its logging
             run_id = self._child(parent, f"tune · {scenario} · {_label(method)} · trial {trial['number']}",
                                  {"kind": "trial", "scenario": scenario, "method": method,
                                   "study": str(trial["study"]), "trial": str(trial["number"]),
                                   "state": str(trial["state"]), **({"note": trial["note"][:4000]}
-                                                                  if trial.get("note") else {})})
+                                                                  if trial.get("note") else {})},
+                                 start_time=int(started * 1000) if timed else None)
             metrics = [(key, _number(value), 0) for key, value in (trial.get("parts") or {}).items()]
             metrics += [("objective", _number(trial.get("value")), 0), ("seconds", _number(trial.get("seconds")), 0)]
             log_batch(client, run_id, params=_flat_params(trial.get("params") or {}),
                       metrics=[m for m in metrics if m[1] is not None])
-            client.set_terminated(run_id, "FINISHED" if trial["state"] != "FAIL" else "FAILED")
+            client.set_terminated(run_id, "FINISHED" if trial["state"] != "FAIL" else "FAILED",
+                                  end_time=int((started + seconds) * 1000) if timed else None)
         if result.get("settings"):
             mlflow.set_tag(f"tuned.{scenario}.{method}.objective", f"{result['provenance']['objective']:.4g}")
 

@@ -58,6 +58,7 @@ class TrialRecord:
     parts: dict = field(default_factory=dict)
     seconds: float = math.nan
     note: str = ""
+    started: float = math.nan  # Unix time the trial started (its MLflow run's start)
 
 
 @dataclass
@@ -125,7 +126,7 @@ def run_study(study: optuna.Study, n_trials: int, objective: Objective, storage:
         study.sampler = seeded_sampler(study.user_attrs.get("sampler_seed", 0), len(study.trials))
         trial = study.ask()
         began = time.perf_counter()
-        record = TrialRecord(study.study_name, trial.number, "COMPLETE", {})
+        record = TrialRecord(study.study_name, trial.number, "COMPLETE", {}, started=time.time())
         try:
             record.value, record.parts = objective(trial)
             study.tell(trial, record.value)
