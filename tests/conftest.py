@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
+from torch import nn
 
 from scrub_unlearning.data import build_forget_set, build_training_set, load_digits_dataset, make_splits, make_task
 from scrub_unlearning.models import build_model, model_spec
@@ -67,3 +69,16 @@ def kedro(project: Path, *args: str, env: dict | None = None) -> subprocess.Comp
     variables = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "true", "PYTHONPATH": str(project / "src"), **(env or {})}
     return subprocess.run([sys.executable, "-m", "kedro", *args], cwd=project, env=variables, capture_output=True,
                           text=True, timeout=900)
+
+
+class LookupModel(nn.Module):
+    """A classifier whose predictions a test writes into the data: it predicts the class stored in pixel (0, 0, 0) of
+    each image, with logit `scale` (one parameter), so every error and loss is known by hand."""
+
+    def __init__(self, num_classes: int, scale: float = 10.0):
+        super().__init__()
+        self.num_classes = num_classes
+        self.scale = nn.Parameter(torch.tensor(float(scale)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.one_hot(x[:, 0, 0, 0].long(), self.num_classes).float() * self.scale

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import nn
+from conftest import LookupModel
 
 from scrub_unlearning.data import UnlearningTask
 from scrub_unlearning.evaluation import (
@@ -136,19 +136,6 @@ def test_per_example_loss_clips_to_100():
 
 
 # --- evaluate_model ---
-
-
-class LookupModel(nn.Module):
-    """Predicts the class written in pixel (0, 0, 0) of each image, with logit SCALE (one parameter)."""
-
-    def __init__(self, num_classes: int):
-        super().__init__()
-        self.num_classes = num_classes
-        self.scale = nn.Parameter(torch.tensor(SCALE))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        predicted = x[:, 0, 0, 0].long()
-        return F.one_hot(predicted, self.num_classes).float() * self.scale
 
 
 def _images(predictions: list[int]) -> torch.Tensor:

@@ -8,8 +8,7 @@ import math
 
 import pytest
 import torch
-import torch.nn.functional as F
-from torch import nn
+from conftest import LookupModel
 
 from scrub_unlearning.data import APPLICATIONS, UnlearningTask
 from scrub_unlearning.evaluation.mia import basic_mia, per_example_loss
@@ -162,18 +161,6 @@ def test_objectives_cover_the_applications():
 
 
 # --- tuning_outcome on a hand-made model and task ---
-
-
-class LookupModel(nn.Module):
-    """Predicts the class written in pixel (0, 0, 0) of each image, with logit SCALE."""
-
-    def __init__(self, num_classes: int):
-        super().__init__()
-        self.num_classes = num_classes
-        self.scale = nn.Parameter(torch.tensor(SCALE))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.one_hot(x[:, 0, 0, 0].long(), self.num_classes).float() * self.scale
 
 
 def _images(predictions: list[int]) -> torch.Tensor:
