@@ -84,10 +84,9 @@ def run_method(method: str, original: nn.Module, task: UnlearningTask, params: d
     """Unlearn `task`'s forget set from `original` (never modified) with the registered `method`.
 
     A method that rewinds another needs that method's result on the same task (`rewound`); its cost is that run's
-    plus its own. A method that raises or leaves non-finite weights gives a failed result; `MemoryError`,
-    `KeyboardInterrupt` and `progress.StopWork` (a pruned tuning trial) still stop the run. With `store`, a result
-    with the same inputs is loaded instead of computed, and a new one is stored (failures are not: they are
-    retried)."""
+    plus its own. A method that raises or leaves non-finite weights gives a failed result; `MemoryError` and
+    `KeyboardInterrupt` still stop the run. With `store`, a result with the same inputs is loaded instead of
+    computed, and a new one is stored (failures are not: they are retried)."""
     registered = get_method(method)
     extra: tuple = ()
     if registered.rewinds:
