@@ -37,7 +37,8 @@ def interclass_error(logits: torch.Tensor, labels: torch.Tensor, a: int, b: int)
     return (100.0 * count / total if total else float("nan")), count
 
 
-def _of_classes(labels: torch.Tensor, classes: tuple[int, ...]) -> torch.Tensor:
+def of_classes(labels: torch.Tensor, classes: tuple[int, ...]) -> torch.Tensor:
+    """Which examples have a label among `classes` (a boolean mask)."""
     return torch.isin(labels, torch.tensor(classes, dtype=labels.dtype))
 
 
@@ -55,7 +56,7 @@ def evaluate_model(model: nn.Module, task: UnlearningTask, test_x: torch.Tensor,
     retain_logits = predict_logits(model, task.retain_x, device)
     test_logits = predict_logits(model, test_x, device)
     val_logits = predict_logits(model, task.val_x, device)
-    kept_test, kept_val = _of_classes(test_y, task.kept_classes), _of_classes(task.val_y, task.kept_classes)
+    kept_test, kept_val = of_classes(test_y, task.kept_classes), of_classes(task.val_y, task.kept_classes)
     row = {
         "forget_error": error_percent(forget_logits, task.forget_y),
         "retain_error": error_percent(retain_logits, task.retain_y),
@@ -63,7 +64,7 @@ def evaluate_model(model: nn.Module, task: UnlearningTask, test_x: torch.Tensor,
         "val_error": error_percent(val_logits[kept_val], task.val_y[kept_val]),
     }
     if task.application == "rb_class":
-        forgotten = _of_classes(test_y, task.forget_classes)
+        forgotten = of_classes(test_y, task.forget_classes)
         row["forgotten_class_test_error"] = error_percent(test_logits[forgotten], test_y[forgotten])
     elif task.application == "rc":
         a, b = sorted(task.swap)[:2]
@@ -72,7 +73,7 @@ def evaluate_model(model: nn.Module, task: UnlearningTask, test_x: torch.Tensor,
         row["ic_all_error_test"], row["ic_all_count_test"] = interclass_error(test_logits, test_y, a, b)
         row["ic_all_error_retain"], row["ic_all_count_retain"] = interclass_error(retain_logits, task.retain_y, a, b)
     elif task.application == "up":
-        nonmembers = _of_classes(test_y, task.forget_classes)
+        nonmembers = of_classes(test_y, task.forget_classes)
         row["mia_basic"], row["mia_basic_split_std"] = basic_mia(
             per_example_loss(forget_logits, task.forget_y),
             per_example_loss(test_logits[nonmembers], test_y[nonmembers]),

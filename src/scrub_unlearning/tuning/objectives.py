@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 from ..data import UnlearningTask
-from ..evaluation.metrics import interclass_confusion
+from ..evaluation.metrics import interclass_confusion, of_classes
 from ..evaluation.mia import basic_mia, basic_mia_not_applicable, per_example_loss
 from ..training import error_percent, predict_logits
 
@@ -151,12 +151,8 @@ def confusion_objective(ic_val_error: float, kept_val_error: float, original_kep
     return Outcome(value=ic_val_error + penalty, parts=parts, feasible=feasible)
 
 
-def _of_classes(labels: torch.Tensor, classes: tuple[int, ...]) -> torch.Tensor:
-    return torch.isin(labels, torch.tensor(classes, dtype=labels.dtype))
-
-
 def _kept_error(val_logits: torch.Tensor, task: UnlearningTask) -> float:
-    kept = _of_classes(task.val_y, task.kept_classes)
+    kept = of_classes(task.val_y, task.kept_classes)
     return error_percent(val_logits[kept], task.val_y[kept])
 
 
@@ -179,7 +175,7 @@ def tuning_outcome(model: nn.Module, task: UnlearningTask, original_kept_val_err
         model = model.to(device)
     val_logits = predict_logits(model, task.val_x, device)
     kept_val_error = _kept_error(val_logits, task)
-    of_forget_classes = _of_classes(task.val_y, task.forget_classes)
+    of_forget_classes = of_classes(task.val_y, task.forget_classes)
 
     if task.application == "rb_class":
         forgotten = error_percent(val_logits[of_forget_classes], task.val_y[of_forget_classes])
