@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 
 Reporter = Callable[[str, int, int], None]
 _installed: list[Reporter] = []
@@ -20,15 +20,20 @@ def report(what: str, done: int, total: int) -> None:
 
 
 @contextmanager
-def reporting_to(reporter: Reporter) -> Iterator[None]:
-    """Send every `report` made inside the block to `reporter`."""
+def _listening(listeners: list, listener) -> Iterator[None]:
+    """`listener` is in `listeners` for the duration of the block (thread-safe)."""
     with _lock:
-        _installed.append(reporter)
+        listeners.append(listener)
     try:
         yield
     finally:
         with _lock:
-            _installed.remove(reporter)
+            listeners.remove(listener)
+
+
+def reporting_to(reporter: Reporter) -> AbstractContextManager[None]:
+    """Send every `report` made inside the block to `reporter`."""
+    return _listening(_installed, reporter)
 
 
 class StopWork(Exception):  # noqa: N818 - a request, not an error
@@ -47,13 +52,6 @@ def observe_epoch(what: str, epoch: int, total: int, model) -> None:
         observer(what, int(epoch), int(total), model)
 
 
-@contextmanager
-def observing_epochs(observer: EpochObserver) -> Iterator[None]:
+def observing_epochs(observer: EpochObserver) -> AbstractContextManager[None]:
     """Call `observer(what, epoch, total, model)` after every epoch of every training loop inside the block."""
-    with _lock:
-        _observers.append(observer)
-    try:
-        yield
-    finally:
-        with _lock:
-            _observers.remove(observer)
+    return _listening(_observers, observer)
