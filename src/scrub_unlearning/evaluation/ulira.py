@@ -59,8 +59,14 @@ def logit_margin(logits: torch.Tensor, labels: torch.Tensor) -> np.ndarray:
     return (correct - torch.logsumexp(others, dim=1)).numpy()
 
 
-def _side(phi: np.ndarray, mask: np.ndarray, global_variance: bool) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and std per example of phi over the shadows where mask is True (NaN where there is none)."""
+def fit_side(phi: np.ndarray, mask: np.ndarray, global_variance: bool) -> tuple[np.ndarray, np.ndarray]:
+    """One Gaussian per example over the shadows where mask is True: (mean, std), each shaped (n,).
+
+    phi and mask are (S, n). std uses ddof=0 (defined for one observation); with `global_variance` it is one value
+    pooled over all examples (squared deviations from each example's own mean / all observations), which is steadier
+    with few shadows. std is floored at `MIN_STD`. Both are NaN for an example with no shadow in mask. Shared by
+    `fit_gaussians` (IN and OUT sides) and the served-model audit (OUT side only), so both fit margins the same way.
+    """
     count = mask.sum(axis=0)
     seen = count > 0
     total = np.where(mask, phi, 0.0).sum(axis=0)
@@ -94,8 +100,8 @@ def fit_gaussians(phi: np.ndarray, in_mask: np.ndarray, out_mask: np.ndarray,
     if phi.ndim != 2 or in_mask.shape != phi.shape or out_mask.shape != phi.shape:
         raise ValueError(f"phi, in_mask and out_mask must be equal (S, n) arrays, got {phi.shape}, {in_mask.shape} "
                          f"and {out_mask.shape}")
-    mu_in, sd_in = _side(phi, in_mask, global_variance)
-    mu_out, sd_out = _side(phi, out_mask, global_variance)
+    mu_in, sd_in = fit_side(phi, in_mask, global_variance)
+    mu_out, sd_out = fit_side(phi, out_mask, global_variance)
     return mu_in, sd_in, mu_out, sd_out
 
 
