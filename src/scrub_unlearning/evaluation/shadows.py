@@ -125,7 +125,7 @@ def _init_worker() -> None:
     torch.set_num_threads(1)
 
 
-def _map(function: Callable, jobs: list[tuple], workers: int, what: str) -> Iterator:
+def map_jobs(function: Callable, jobs: list[tuple], workers: int, what: str) -> Iterator:
     """Yield `function(*job)` for every job, in order, as each finishes; with workers > 0 in a pool of
     single-threaded processes. Each finished job is reported as progress of `what`. A generator, so the caller can
     store each result before the next one is done (a killed run keeps what finished)."""
@@ -166,7 +166,7 @@ def train_shadows(training_set: TrainingSet, plan: ShadowPlan, spec: dict, recip
                          training_set.backbone))
     if progress:
         progress(f"shadows: {plan.num_shadows - len(missing)} reused, training {len(missing)}")
-    for k, state in zip(missing, _map(_train_shadow, jobs, workers, "shadows trained"), strict=True):
+    for k, state in zip(missing, map_jobs(_train_shadow, jobs, workers, "shadows trained"), strict=True):
         store.put(keys[k], state)  # as soon as it is trained: a rerun after a kill trains only the rest
         states[k] = state
     manifest = {"keys": keys, "trained": len(missing), "reused": plan.num_shadows - len(missing),
@@ -201,5 +201,5 @@ def unlearned_margins(unlearn: Callable | None, states: list[dict], spec: dict, 
          rewound[k] if rewound else None)
         for k in range(plan.num_shadows)
     ]
-    results = list(_map(_unlearn_shadow, jobs, workers, "shadows unlearned" if unlearn else "shadows scored"))
+    results = list(map_jobs(_unlearn_shadow, jobs, workers, "shadows unlearned" if unlearn else "shadows scored"))
     return np.stack([phi for phi, _ in results]), [result for _, result in results]
