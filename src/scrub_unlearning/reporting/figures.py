@@ -7,7 +7,8 @@
   shown as a gap marked "failed".
 - `roc_figure`: U-LiRA ROC curves from per-example scores (frames with `member`, `score`), the one ROC plotter of
   the project (the pipelines draw their per-method ROC with it too); `load_ulira_scores` reads a seed folder's
-  `<model>_ulira_scores.csv`.
+  `<model>_ulira_scores.csv`. `roc_points_figure` draws an ROC given as its points (fpr, tpr) on `roc_figure`'s axes.
+- `p_value_figure`: two samples of p-values as ECDFs on [0, 1] (and zoomed near the level alpha), alpha marked.
 
 Figures are built on `matplotlib.figure.Figure` directly (no pyplot global state).
 """
@@ -39,7 +40,8 @@ from .tables import (
     summarise,
 )
 
-__all__ = ["forget_vs_test_figure", "load_ulira_scores", "metric_bars_figure", "roc_figure"]
+__all__ = ["forget_vs_test_figure", "load_ulira_scores", "metric_bars_figure", "p_value_figure", "roc_figure",
+           "roc_points_figure"]
 
 
 def _draw_points(ax, shown: pd.DataFrame, colors: dict[str, str], gid: str) -> None:
@@ -256,6 +258,94 @@ def roc_figure(scores: Mapping[str, pd.DataFrame], title: str | None = None) -> 
     if skipped:
         ax.text(0.98, 0.02, "no scores: " + ", ".join(skipped), transform=ax.transAxes, ha="right", va="bottom",
                 fontsize=8, color=ORIGINAL_COLOR)
+    return fig
+
+
+def _finite_array(values) -> np.ndarray:
+    """`values` as a flat float array (None → NaN); anything that is not numbers gives an empty array."""
+    try:
+        array = np.asarray(values if values is not None else [], dtype=float).ravel()
+    except (TypeError, ValueError):
+        return np.empty(0)
+    return array
+
+
+def roc_points_figure(fpr: Sequence[float] | None, tpr: Sequence[float] | None, label: str,
+                      title: str | None = None) -> Figure:
+    """An ROC given as its points rather than per-example scores (e.g. a summary's `fpr`/`tpr` lists): `roc_figure`'s
+    axes (chance diagonal, limits, labels, legend to the right) with one line, gid "roc:points", labelled `label`.
+
+    Pairs where either rate is missing or not finite are dropped, the rest drawn in order of fpr. No pair left (or
+    lists of unequal length) gives `roc_figure`'s "no U-LiRA scores" figure.
+    """
+    fig = roc_figure({}, title=title)
+    fpr_array, tpr_array = _finite_array(fpr), _finite_array(tpr)
+    if len(fpr_array) != len(tpr_array):
+        return fig
+    keep = np.isfinite(fpr_array) & np.isfinite(tpr_array)
+    if not keep.any():
+        return fig
+    ax = fig.axes[0]
+    for text in list(ax.texts):
+        if text.get_gid() == "no_scores":
+            text.remove()
+    x, y = fpr_array[keep], tpr_array[keep]
+    order = np.lexsort((y, x))
+    ax.plot(x[order], y[order], color="#2457a6", linewidth=2.0, label=label, gid="roc:points", zorder=3)
+    handles, labels = ax.get_legend_handles_labels()
+    first = [i for i, handle in enumerate(handles) if handle.get_gid() == "roc:points"]
+    rest = [i for i in range(len(handles)) if i not in first]
+    ax.legend([handles[i] for i in first + rest], [labels[i] for i in first + rest], loc="upper left",
+              bbox_to_anchor=(1.03, 1.0), fontsize=8, frameon=False, borderaxespad=0)
+    return fig
+
+
+def _draw_ecdfs(ax, samples: Sequence[tuple[str, np.ndarray, str]], alpha: float | None, right: float) -> None:
+    ax.plot([0, right], [0, right], linestyle=":", color="#999999", linewidth=1.0, gid="uniform",
+            label="what chance alone gives (uniform)")
+    for key, values, color in samples:
+        if len(values):
+            x = np.concatenate([[0.0], np.sort(values), [1.0]])
+            y = np.concatenate([[0.0], np.arange(1, len(values) + 1) / len(values), [1.0]])
+            ax.step(x, y, where="post", color=color, linewidth=1.8, gid=f"ecdf:{key}", label=key)
+    if alpha is not None:
+        ax.axvline(alpha, color=FAILED_COLOR, linestyle="--", linewidth=1.1, gid="alpha", label=f"α = {alpha:g}")
+    ax.set_xlim(0, right)
+    reach = max([float(np.mean(values <= right)) for _, values, _ in samples if len(values)] + [right])
+    ax.set_ylim(0, 1.0 if right >= 1 else min(1.0, max(1.15 * reach, 1.5 * right)))
+    ax.set_xlabel("p-value")
+    ax.set_ylabel("share of examples with a p-value ≤ x")
+    ax.grid(True, linewidth=0.5, alpha=0.4)
+
+
+def p_value_figure(p_request: Sequence[float] | None, p_chance: Sequence[float] | None, alpha: float | None,
+                   labels: tuple[str, str] = ("requested examples", "never-seen validation examples"),
+                   title: str | None = None) -> Figure:
+    """Two samples of p-values as empirical CDFs (share of examples with p ≤ x), the uniform diagonal as chance.
+
+    Left axes: [0, 1]; right axes (only when `alpha` is a number in (0, 1)): a zoom on [0, min(1, max(4 alpha,
+    0.1))], where the height of a line at the dashed alpha line (gid "alpha") is the share flagged at alpha. Lines
+    carry gid "ecdf:<label>"; missing or non-finite p-values are dropped, and a sample left empty is named in a note.
+    """
+    samples = [(labels[0], _finite_array(p_request), "#2457a6"), (labels[1], _finite_array(p_chance), ORIGINAL_COLOR)]
+    samples = [(key, values[np.isfinite(values)], color) for key, values, color in samples]
+    level = float(alpha) if isinstance(alpha, (int, float)) and np.isfinite(alpha) and 0 < alpha < 1 else None
+    fig = Figure(figsize=(10.5 if level is not None else 6.0, 4.4), layout="constrained")
+    axes = fig.subplots(1, 2 if level is not None else 1, squeeze=False)[0]
+    _draw_ecdfs(axes[0], samples, level, 1.0)
+    axes[0].set_title("all p-values", fontsize=10)
+    if level is not None:
+        right = min(1.0, max(4 * level, 0.1))
+        _draw_ecdfs(axes[1], samples, level, right)
+        axes[1].set_title(f"zoom on p ≤ {right:g}", fontsize=10)
+    empty = [key for key, values, _ in samples if not len(values)]
+    if empty:
+        axes[0].text(0.98, 0.02, "no p-values: " + ", ".join(empty), transform=axes[0].transAxes, ha="right",
+                     va="bottom", fontsize=8, color=FAILED_COLOR, gid="no_p_values")
+    handles, names = axes[0].get_legend_handles_labels()
+    fig.legend(handles, names, loc="outside lower center", ncol=len(handles), fontsize=8, frameon=False)
+    if title:
+        fig.suptitle(title, fontsize=11)
     return fig
 
 

@@ -3,8 +3,9 @@ table, a summary or a caller is escaped; only the templates' own markup is marku
 
 - `run_report`: the research report of a run table (summary, failed rows, guard firings, then per scenario the
   criterion, the Figure-1 view, metric bars, the U-LiRA ROC, the "which is better" ranking and the rows).
-- `request_report`: the report of one deletion request, for whoever handles the request: what was asked, what the
-  new model version is and whether it serves, before/after numbers in plain words, the quality gates.
+- `request_report`: the report of one deletion request, for whoever handles the request: what was asked, the version
+  chain and whether the new version serves, before/after numbers in plain words, the audit (shadow models: the
+  method-level U-LiRA and the served-model test) when it ran, the quality gates.
 
 Both pages are self-contained (figures as base64 PNG, CSS inline, no external resource). `write_report` saves one.
 """
@@ -24,7 +25,7 @@ from jinja2 import Environment, PackageLoader, StrictUndefined
 from markupsafe import Markup, escape
 from matplotlib.figure import Figure
 
-from .figures import forget_vs_test_figure, metric_bars_figure, roc_figure
+from .figures import forget_vs_test_figure, metric_bars_figure, p_value_figure, roc_figure, roc_points_figure
 from .ranking import OVER_BUDGET, criterion, rank_methods
 from .tables import (
     CHARTED_METRICS,
@@ -243,11 +244,15 @@ _REQUEST_METRICS = {
                   "How well a simple attack tells the forgotten examples from unseen ones; 50% means it cannot."),
 }
 _ULIRA_KEYS = ("ulira_auc", "ulira_auc_ci_low", "ulira_auc_ci_high", "ulira_acc")
+_AUDIT_PREFIX = "audit_"  # the audit's own metrics (audit_flagged_share, ...): shown in the audit section only
 _GATE_LABELS = {
     "test_error_increase": "Rise in test error (points)",
-    "ulira_auc": "U-LiRA attack AUC",
+    "ulira_auc": "Membership attack on the unlearning method (U-LiRA AUC)",
     "mia_basic_in_band": "Membership-attack accuracy (%)",
+    "flagged_share_excess": "Requested examples flagged beyond chance (share above the never-seen examples)",
 }
+_RETRY_COMMAND = ('kedro run --pipelines=deletion_request --params '
+                  '"deletion_request.path=<the request CSV>,deletion_request.method=<method>"')
 
 
 def _number(value, digits: int = 2) -> str:
@@ -264,19 +269,38 @@ def _limit(limit) -> str:
     return f"at most {_number(limit)}"
 
 
+def _p_value(value) -> str:
+    """A p-value for reading: "< 0.001" when tiny, else 3 decimals; "n/a" when missing."""
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return "n/a"
+    if math.isnan(value):
+        return "n/a"
+    return "< 0.001" if value < 0.001 else f"{value:.3f}"
+
+
 def _gates_view(gates: dict | None) -> dict:
     gates = gates or {}
     checks = []
     for name, check in (gates.get("checks") or {}).items():
+        check = check if isinstance(check, dict) else {}
+        details = []
+        if "fisher_p" in check:
+            details.append(f"Fisher's exact test p = {_p_value(check.get('fisher_p'))}")
+        if check.get("note"):
+            details.append(str(check["note"]))
         checks.append({"name": _GATE_LABELS.get(name, name), "value": _number(check.get("value")),
-                       "limit": _limit(check.get("limit")), "passed": bool(check.get("passed"))})
+                       "limit": _limit(check.get("limit")), "passed": bool(check.get("passed")),
+                       "applicable": check.get("applicable", True) is not False, "detail": "; ".join(details)})
     return {"enabled": bool(gates.get("enabled")), "passed": bool(gates.get("passed", True)), "checks": checks,
-            "failed": [c["name"] for c in checks if not c["passed"]]}
+            "failed": [c["name"] for c in checks if c["applicable"] and not c["passed"]]}
 
 
 def _metrics_view(before: dict, after: dict) -> list[dict]:
     names = [m for m in _REQUEST_METRICS if m in before or m in after]
-    names += [m for m in dict.fromkeys([*before, *after]) if m not in _REQUEST_METRICS and m not in _ULIRA_KEYS]
+    names += [m for m in dict.fromkeys([*before, *after])
+              if m not in _REQUEST_METRICS and m not in _ULIRA_KEYS and not str(m).startswith(_AUDIT_PREFIX)]
     rows = []
     for name in names:
         label, unit, hint = _REQUEST_METRICS.get(name, (name, "", ""))
@@ -298,14 +322,147 @@ def _ulira_view(after: dict) -> dict | None:
             "high": _number(after.get("ulira_auc_ci_high"), 3), "acc": _number(after.get("ulira_acc"), 3)}
 
 
+def _duration(seconds) -> str:
+    """Seconds for reading: "95.2 s", "812 s (about 14 min)", "9000 s (about 2.5 h)"; "n/a" when missing."""
+    try:
+        seconds = float(seconds)
+    except (TypeError, ValueError):
+        return "n/a"
+    if math.isnan(seconds):
+        return "n/a"
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    if seconds < 7200:
+        return f"{seconds:.0f} s (about {seconds / 60:.0f} min)"
+    return f"{seconds:.0f} s (about {seconds / 3600:.1f} h)"
+
+
+def _count(value) -> str:
+    return _number(value, 0)
+
+
+def _share(value) -> str:
+    """A share (0.12) as a percentage ("12.0%")."""
+    try:
+        return "n/a" if math.isnan(float(value)) else f"{100 * float(value):.1f}%"
+    except (TypeError, ValueError):
+        return "n/a"
+
+
+def _finite_or_none(value) -> float | None:
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(value) else value
+
+
+_ROLE_LABELS = {"original": "original model", "unlearned": "unlearned", "unknown": "role not recorded"}
+
+
+def _chain_view(chain, version_after, promoted: bool) -> list[dict] | None:
+    """The version chain (oldest first) then the candidate: [{"version", "text", "candidate", "promoted"}]."""
+    if not chain:
+        return None
+    links = []
+    for link in chain:
+        if not isinstance(link, dict):
+            continue
+        role = str(link.get("role") or "").strip()
+        text = _ROLE_LABELS.get(role, role)
+        if link.get("request_id") is not None:
+            text = (text + ", " if text else "") + f"request {link['request_id']}"
+        links.append({"version": str(link.get("version", "?")), "text": text, "candidate": False, "promoted": True})
+    links.append({"version": str(version_after) if version_after is not None else "?",
+                  "text": "this request's candidate", "candidate": True, "promoted": promoted})
+    return links
+
+
+def _held_text(held, count) -> str | None:
+    values = [int(v) for v in (held or []) if _finite_or_none(v) is not None]
+    if not values:
+        return None
+    of = f" of the {count}" if _finite_or_none(count) is not None else ""
+    spread = f"{min(values)}" if min(values) == max(values) else f"between {min(values)} and {max(values)}"
+    text = f"{spread}{of} per shadow, {sum(values) / len(values):.1f} on average"
+    none = sum(v == 0 for v in values)
+    if none:
+        text += f"; {none} shadow{'s' if none != 1 else ''} had trained on none of them"
+    return text
+
+
+def _served_view(served: dict | None) -> dict | None:
+    if not isinstance(served, dict):
+        return None
+    alpha = _finite_or_none(served.get("alpha"))
+    rows = []
+    for key, label in (("request", "Requested examples (to be forgotten)"),
+                       ("chance", "Never-seen validation examples (chance level)")):
+        side = served.get(key) if isinstance(served.get(key), dict) else {}
+        rows.append({"label": label, "n": _count(side.get("n")), "flagged": _count(side.get("flagged")),
+                     "share": _share(side.get("share")), "flagged_bh": _count(side.get("flagged_bh"))})
+    excess = _finite_or_none(served.get("excess"))
+    return {"alpha": f"{alpha:g}" if alpha is not None else "n/a", "rows": rows,
+            "excess": f"{100 * excess:+.1f} percentage points" if excess is not None else "n/a",
+            "fisher_p": _p_value(served.get("fisher_p")), "correction": served.get("correction") or None,
+            "figure": _figure(
+                p_value_figure(served.get("p_request"), served.get("p_chance"), alpha),
+                "p-values of the requested and of the never-seen examples",
+                "Share of examples (y) whose p-value is at most x, for the requested examples (blue) and the "
+                "never-seen validation examples (grey); the dashed red line is α, and where a curve crosses it is "
+                "the share flagged. The right panel zooms on small p-values. A blue curve well above the grey one "
+                "near 0 would mean the candidate still recognises requested examples.")}
+
+
+def _has_points(values) -> bool:
+    try:
+        return values is not None and len(values) > 0
+    except TypeError:
+        return False
+
+
+def _audit_view(audit: dict, count) -> dict:
+    """The audit section's values as display text (every number formatted, "n/a" when missing)."""
+    method = method_label(audit["method"]) if audit.get("method") else "the same method"
+    ulira = audit.get("ulira") if isinstance(audit.get("ulira"), dict) else None
+    ulira_view = None
+    if ulira is not None:
+        figure = None
+        if _has_points(ulira.get("fpr")) and _has_points(ulira.get("tpr")):
+            label = f"{method}  (AUC {_number(ulira.get('auc'), 3)})"
+            figure = _figure(
+                roc_points_figure(ulira["fpr"], ulira["tpr"], label,
+                                  title=f"U-LiRA ROC of {method} on the shadow models"),
+                "U-LiRA ROC of the unlearning method",
+                "How often the attacker correctly spots an unlearned example (y) against how often it wrongly "
+                "accuses a never-seen one (x), at every threshold. The dashed diagonal is guessing; the closer the "
+                "blue curve stays to it, the less the unlearned examples stand out.", dpi=95)
+        ulira_view = {"auc": _number(ulira.get("auc"), 3), "low": _number(ulira.get("ci_low"), 3),
+                      "high": _number(ulira.get("ci_high"), 3), "acc": _number(ulira.get("acc"), 3),
+                      "figure": figure}
+    earlier = _finite_or_none(audit.get("earlier_requests"))
+    return {"num_shadows": _count(audit.get("num_shadows")),
+            "registration_version": audit.get("registration_version"),
+            "registration_time": (_duration(audit.get("registration_seconds"))
+                                  if _finite_or_none(audit.get("registration_seconds")) is not None else None),
+            "earlier_requests": int(earlier) if earlier is not None else None,
+            "held": _held_text(audit.get("held_per_shadow"), count),
+            "time": _duration(audit.get("seconds")), "method": method, "ulira": ulira_view,
+            "ulira_note": audit.get("ulira_note") or None, "served": _served_view(audit.get("served"))}
+
+
 def request_report(summary: dict) -> str:
     """The report of one deletion request, as one self-contained HTML page, from the request's summary (the dict
     `pipelines.deletion.evaluate_and_register` builds).
 
     A processed request shows what was requested (how many examples, never which), the method, the version chain
-    (before → after, promoted or not and why), the before/after numbers with plain-language labels, the quality
-    gates, and the U-LiRA result when it ran. A request that was already processed (`skipped`) gets a short page
-    saying that nothing was done, with the earlier outcome. Example ids and their hashes are never shown.
+    (`summary["chain"]`, oldest first, then the candidate, promoted or not and why), the before/after numbers with
+    plain-language labels (the U-LiRA line and `audit_*` metrics left to the audit section when there is one), the
+    audit when `summary["audit"]` is set (what the shadow models did, the method-level U-LiRA with its ROC, the
+    served-model test with its p-value figure) and the quality
+    gates, with the command to serve the request again when a gate failed. A request that was already processed
+    (`skipped`) gets a short page saying that nothing was done, with the earlier outcome. Example ids, their hashes
+    and pixels are never shown (the summary carries none). Missing or NaN numbers show as "n/a".
     """
     request_id = str(summary.get("request_id", "unknown"))
     context = {
@@ -318,14 +475,18 @@ def request_report(summary: dict) -> str:
         "version_after": summary.get("version_after"),
         "promoted": bool(summary.get("promoted")),
         "gates": _gates_view(summary.get("gates")),
+        "retry_command": _RETRY_COMMAND,
     }
     if context["skipped"]:
         context.update(reason=summary.get("reason") or "already processed", time=summary.get("time"))
     else:
         before, after = dict(summary.get("before") or {}), dict(summary.get("after") or {})
-        context.update(metrics=_metrics_view(before, after), ulira=_ulira_view(after),
+        audit = summary.get("audit")
+        context.update(metrics=_metrics_view(before, after), ulira=None if audit else _ulira_view(after),
                        seconds=_number(summary.get("seconds"), 1) if summary.get("seconds") is not None else None,
-                       ledger_time=summary.get("ledger_time"))
+                       ledger_time=summary.get("ledger_time"),
+                       chain=_chain_view(summary.get("chain"), summary.get("version_after"), context["promoted"]),
+                       audit=_audit_view(audit, summary.get("count")) if audit else None)
     return _render("request_report.html.j2", **context)
 
 
