@@ -80,6 +80,12 @@ def test_the_original_is_registered_and_serving(served):
     version = client(served).get_model_version(model_name(served), "1")
     assert version.tags["role"] == "original" and "data_version" in version.tags
     assert float(version.tags["metric.test_error"]) < 10
+    manifest = json.loads(version.tags["audit_shadows"])  # its audit shadows, trained at registration
+    assert manifest["num_shadows"] == 4 and len(manifest["keys"]) == 4 and manifest["earlier_requests"] == 0
+    store = served / "data" / "test" / "06_models" / "registry" / "audit_shadows"
+    assert all((store / f"{key}.safetensors").is_file() for key in manifest["keys"])
+    artifacts = client(served).list_artifacts(manifest["run_id"], "audit_shadows")
+    assert sorted(Path(a.path).stem for a in artifacts) == sorted(manifest["keys"]), "shadows logged to MLflow"
 
 
 def test_the_sample_request_is_served_and_a_rerun_does_nothing(served):
@@ -89,7 +95,18 @@ def test_the_sample_request_is_served_and_a_rerun_does_nothing(served):
     assert first["version_before"] == "1" and first["version_after"] == "2" and first["promoted"]
     assert first["method"] == "scrub_r" and first["count"] == 20
     assert serving(served) == "2"
+    audit = first["audit"]  # audited by default: the registration's shadows unlearned the request
+    assert audit["num_shadows"] == 4 and audit["earlier_requests"] == 0 and audit["registration_version"] == "1"
+    assert sum(audit["held_per_shadow"]) == 2 * 20, "every requested example is held by half of the shadows"
+    assert 0.0 <= audit["ulira"]["auc"] <= 1.0 and audit["served"]["request"]["n"] == 20
+    assert audit["served"]["chance"]["n"] == 20 and set(first["gates"]["checks"]) == {"ulira_auc",
+                                                                                      "flagged_share_excess"}
+    assert [v["version"] for v in first["chain"]] == ["1"]
     tags = client(served).get_model_version(model_name(served), "2").tags
+    shadows = json.loads(tags["audit_shadows"])
+    assert shadows["earlier_requests"] == 1 and shadows["parent_version"] == "1"
+    original_keys = json.loads(client(served).get_model_version(model_name(served), "1").tags["audit_shadows"])
+    assert all(a != b for a, b in zip(shadows["keys"], original_keys["keys"], strict=True)), "each shadow unlearned"
     assert tags["request_id"] == "req-0001" and tags["method"] == "scrub_r" and tags["replaces_version"] == "1"
     entries = ledger_lines(served)
     assert len(entries) == 1 and entries[0]["count"] == 20 and entries[0]["version_after"] == "2"
@@ -116,14 +133,15 @@ def test_a_version_failing_the_gates_is_registered_not_promoted(served, tmp_path
     path = write_request(tmp_path, "strict", "req-0002", OTHER_CLASS_5_IDS + [147, 150])
     result = kedro(served, "run", "--env", "test", "--pipelines", "deletion_request", "--params",
                    f"deletion_request.path={path},deletion_request.gates.enabled=true,"
-                   "deletion_request.gates.max_test_error_increase=-100,deletion_request.ulira.enabled=true,"
-                   "deletion_request.ulira.num_shadows=4,deletion_request.ulira.bootstrap=50")
+                   "deletion_request.gates.max_test_error_increase=-100")
     assert result.returncode == 0, result.stderr[-4000:]
     assert "NOT promoted" in result.stdout + result.stderr and "test_error_increase" in result.stdout + result.stderr
     outcome = summary(served)
     assert outcome["promoted"] is False and outcome["version_after"] == "3"
     assert not outcome["gates"]["checks"]["test_error_increase"]["passed"]
     assert 0.0 <= outcome["after"]["ulira_auc"] <= 1.0 and "ulira_auc" in outcome["gates"]["checks"]
+    assert outcome["audit"]["earlier_requests"] == 1, "a second request starts from the shadows the first left"
+    assert [v["version"] for v in outcome["chain"]] == ["1", "2"]
     assert serving(served) == "2"
     assert ledger_lines(served)[-1]["promoted"] is False
 
@@ -380,7 +398,7 @@ def quick_unlearning(monkeypatch):
 def request_params(tmp_path: Path, ids: list[int], request_id: str = "req-n", **changes) -> dict:
     return {"path": write_request(tmp_path, request_id, request_id, ids), "method": "scrub_r", "method_params": {},
             "seed": 1, "ledger_path": str(tmp_path / "ledger.jsonl"), "ledger_key_file": str(tmp_path / "ledger.key"),
-            "ulira": {"enabled": False}, "gates": {"enabled": False}, **changes}
+            "gates": {"enabled": False}, **changes}
 
 
 def run_request(splits, request: dict) -> dict:
@@ -395,7 +413,8 @@ def run_request(splits, request: dict) -> dict:
     result, before, after = nodes.unlearn_request(splits, task, request, REGISTRY, METHOD_PARAMS, TRAINING, RUNTIME)
     result = saved(result)
     comparison = saved(nodes.evaluate_request(splits, task, result, before, after, request))
-    audit = saved(nodes.audit_request(splits, task, result, before, request, METHOD_PARAMS, TRAINING, RUNTIME))
+    audit = saved(nodes.audit_request(splits, task, result, before, after, request, REGISTRY, METHOD_PARAMS, TRAINING,
+                                      RUNTIME))
     gates = saved(nodes.check_gates(comparison, audit, request))
     registration = saved(nodes.register_candidate(prepared, result, after, comparison, audit, gates, REGISTRY,
                                                   request))

@@ -268,7 +268,12 @@ NAN, INF = float("nan"), float("inf")
     ("deletion_request.gates.enabled", "no", "true or false"),
     ("deletion_request.method", "magic_eraser", "one of ['retrain', 'scrub', 'scrub_r'"),
     ("deletion_request.seed", 0, ">= 1"),
-    ("deletion_request.ulira.num_shadows", 1, ">= 3"),
+    ("deletion_request.gates.max_flagged_excess", 2.0, "in [0, 1] or null"),
+    ("deletion_request.gates.flag_test_alpha", 0.0, "in (0, 1]"),
+    ("registry.audit.num_shadows", 2, ">= 4"),
+    ("registry.audit.num_shadows", 5, "must be even"),
+    ("registry.audit.alpha", 1.5, "in (0, 1]"),
+    ("registry.audit.shadow_store", None, "must name a folder when the audit is enabled"),
     ("deletion_request.method_params.scrub.lr", NAN, "a finite number"),
     # the registry the deletion pipeline reads
     ("registry.alias", "latest", "neither 'latest' nor 'v<number>'"),
@@ -351,9 +356,11 @@ def test_registry_and_request_checks_on_their_own(base_parameters):
     checked = validation.check_deletion_request_config(base_parameters["deletion_request"],
                                                        base_parameters["method_params"], base_parameters["training"])
     assert checked["method"] == "scrub_r"
-    with pytest.raises(ValueError, match="'deletion_request.ulira.shadow_store' must name a folder"):
-        validation.check_deletion_request_config({**base_parameters["deletion_request"],
-                                                  "ulira": {"enabled": True, "num_shadows": 4}},
+    with pytest.raises(ValueError, match="'registry.audit.shadow_store' must name a folder"):
+        validation.check_registry_config({**base_parameters["registry"],
+                                          "audit": {"enabled": True, "num_shadows": 4}})
+    with pytest.raises(ValueError, match=r"deletion_request: unknown parameter\(s\) \['ulira'\]"):
+        validation.check_deletion_request_config({**base_parameters["deletion_request"], "ulira": {}},
                                                  base_parameters["method_params"], base_parameters["training"])
     # SCRUB+R runs SCRUB first: SCRUB's parameters, with the request's overrides, are checked too
     with pytest.raises(ValueError, match=r"'deletion_request\.method_params\.scrub\.temperature' must be > 0"):

@@ -72,7 +72,8 @@ def create_pipelines(scenario_configs: dict, training_sets: dict, methods: list[
     result = {
         "__default__": ingest + _concat(set_pipes.values()) + _concat(scenario_pipes.values())
         + summary.create_pipeline(list(scenario_configs), attacked, seeds[0]) + registration,
-        "deletion_request": deletion_request.create_pipeline(ingestion.create_pipeline()),
+        "deletion_request": deletion_request.create_pipeline(
+            ingestion.create_pipeline() + Pipeline(originals.create_pretraining_pipeline(), tags=["ingestion"])),
         "verify_ledger": verify_ledger.create_pipeline(),
     }
     if registration:

@@ -44,21 +44,21 @@ ULIRA_PARAMETERS: dict[str, Param] = {
     "bootstrap": Param("int", 1000, low=1, help="bootstrap resamples for the AUC's 95% interval"),
     "workers": Param("int", 0, low=0, help="0 = sequential; N = a pool of N processes"),
 }
-REQUEST_ULIRA_PARAMETERS: dict[str, Param] = {
-    "enabled": ULIRA_PARAMETERS["enabled"],
-    "num_shadows": replace(ULIRA_PARAMETERS["num_shadows"], default=16),
-    "bootstrap": ULIRA_PARAMETERS["bootstrap"],
-    "workers": ULIRA_PARAMETERS["workers"],
-    "shadow_store": Param("str", None, nullable=True, help="folder of the request's shadows (needed when enabled)"),
-}
 GATE_PARAMETERS: dict[str, Param] = {
     "enabled": Param("bool", False, help="gate promotion on the checks below"),
     "max_test_error_increase": Param("float", None, nullable=True, help="most test-error points the new version "
                                                                         "may lose; null = no gate"),
     "mia_band": Param("float_list", None, low=0.0, high=100.0, nullable=True,
                       help="[low, high], low < high: basic MIA accuracy (%) must stay inside; null = no gate"),
+    "audit": Param("bool", True, help="the audit's gates (max_ulira_auc, max_flagged_excess), applied wherever "
+                                      "the audit runs, whatever `enabled` says"),
     "max_ulira_auc": Param("float", None, low=0.0, high=1.0, nullable=True,
-                           help="with U-LiRA: highest AUC allowed; null = no gate"),
+                           help="the audit's method-level U-LiRA: highest AUC allowed; null = no gate"),
+    "max_flagged_excess": Param("float", None, low=0.0, high=1.0, nullable=True,
+                                help="the served-model test: most the flagged share may exceed chance's when the "
+                                     "excess is significant; null = no gate"),
+    "flag_test_alpha": Param("float", 0.05, low=0.0, high=1.0, low_open=True,
+                             help="level of the one-sided Fisher test that the excess is not chance"),
 }
 REQUEST_PARAMETERS: dict[str, Param] = {
     "path": Param("str", REQUIRED, help="the request CSV (request_id,id)"),
@@ -67,8 +67,19 @@ REQUEST_PARAMETERS: dict[str, Param] = {
     "ledger_path": Param("str", REQUIRED, help="the audit ledger (JSON lines)"),
     "ledger_key_file": Param("str", None, nullable=True, help="ledger key file when SCRUB_LEDGER_KEY is unset"),
 }
-REQUEST_BLOCKS = ("method_params", "ulira", "gates")  # nested mappings of `deletion_request:`
+REQUEST_BLOCKS = ("method_params", "gates")  # nested mappings of `deletion_request:`
 SERVE_ORIGINAL = ("if_none", "always", "never")
+MIN_AUDIT_SHADOWS = 4  # evaluation.request_audit: complementary pairs, leave-one-shadow-out
+AUDIT_PARAMETERS: dict[str, Param] = {
+    "enabled": Param("bool", True, help="train audit shadows at registration and audit every deletion request"),
+    "num_shadows": Param("int", 16, low=MIN_AUDIT_SHADOWS, help="K shadows on complementary halves (even, >= 4)"),
+    "seed": Param("int", 0, low=0, help="seed of the halves and the shadows' initialisations"),
+    "workers": ULIRA_PARAMETERS["workers"],
+    "bootstrap": ULIRA_PARAMETERS["bootstrap"],
+    "alpha": Param("float", 0.05, low=0.0, high=1.0, low_open=True, help="per-example level of the served-model test"),
+    "shadow_store": Param("str", None, nullable=True, help="folder of the audit shadows (needed when enabled)"),
+    "log_to_mlflow": Param("bool", True, help="log the shadows' weights to MLflow beside the version"),
+}
 REGISTRY_PARAMETERS: dict[str, Param] = {
     "enabled": Param("bool", False, help="register the clean Original after a run"),
     "model_name": Param("str", REQUIRED, help="registered model name (no '/' or ':')"),
@@ -240,7 +251,14 @@ def check_pretraining_config(pretraining, splits=None) -> dict:
 def check_registry_config(registry) -> dict:
     """`registry:` (read by the registration and the deletion-request pipelines): a model name and alias the MLflow
     Model Registry accepts, and when the registered Original serves."""
-    checked = _block("registry", registry, REGISTRY_PARAMETERS)
+    checked = _block("registry", registry, REGISTRY_PARAMETERS, ("audit",))
+    audit = _block("registry.audit", (registry or {}).get("audit"), AUDIT_PARAMETERS)
+    if audit["enabled"] and not audit["shadow_store"]:
+        raise ValueError(f"parameter 'registry.audit.shadow_store' must name a folder when the audit is enabled, got "
+                         f"{audit['shadow_store']!r}")
+    if audit["num_shadows"] % 2:
+        raise ValueError(f"parameter 'registry.audit.num_shadows' must be even (complementary halves), got "
+                         f"{audit['num_shadows']}")
     name, alias = checked["model_name"], checked["alias"]
     if "/" in name or ":" in name:
         raise ValueError(f"parameter 'registry.model_name' must not contain '/' or ':', got {name!r}")
@@ -266,13 +284,10 @@ def check_gates(gates) -> dict:
 
 
 def check_deletion_request_config(request, method_params: Mapping, training: Mapping) -> dict:
-    """`deletion_request:`: its scalars, its U-LiRA and gates, and its method's parameters (the method it rewinds
+    """`deletion_request:`: its scalars, its gates, and its method's parameters (the method it rewinds
     too) as a request runs them: `method_params.<method>` with `deletion_request.method_params` on top."""
     checked = _block("deletion_request", request, REQUEST_PARAMETERS, REQUEST_BLOCKS)
     request = request or {}
-    ulira = _block("deletion_request.ulira", request.get("ulira"), REQUEST_ULIRA_PARAMETERS)
-    if ulira["enabled"] and not ulira["shadow_store"]:
-        raise ValueError("parameter 'deletion_request.ulira.shadow_store' must name a folder when U-LiRA is enabled")
     check_gates(request.get("gates"))
     method = checked["method"]
     names = [m for m in (get_method(method).rewinds, method) if m]

@@ -106,3 +106,53 @@ def load_registered(name: str, version: str) -> ModelBundle:
         weights = next(root.rglob("weights.safetensors"))
         spec = json.loads(next(root.rglob("spec.json")).read_text())
         return ModelBundle(load_file(str(weights)), spec)
+
+
+AUDIT_TAG = "audit_shadows"
+"""The version tag holding its audit shadows' manifest (JSON: store keys, plan digest, seed, the run that logged
+them); docs/design.md §7, per-request audit."""
+AUDIT_ARTIFACTS = "audit_shadows"
+
+
+def audit_manifest(name: str, version: str) -> dict | None:
+    """The audit-shadow manifest a version carries, or None when it has none."""
+    tag = MlflowClient().get_model_version(name, str(version)).tags.get(AUDIT_TAG)
+    return json.loads(tag) if tag else None
+
+
+def log_audit_shadows(store, keys: list[str]) -> str | None:
+    """Log the shadows' weights (safetensors) as artifacts of the active run, beside the version they audit;
+    returns the run id (None without an active run)."""
+    run = mlflow.active_run()
+    if run is None:
+        return None
+    for key in dict.fromkeys(keys):
+        mlflow.log_artifact(str(store.path(key)), artifact_path=AUDIT_ARTIFACTS)
+    return run.info.run_id
+
+
+def fetch_audit_shadows(manifest: dict, store) -> int:
+    """Download into the local store the shadows of `manifest` it lacks, from the run that logged them; returns
+    how many were fetched. A missing shadow with no run to fetch it from is an error naming the key."""
+    missing = [key for key in manifest["keys"] if not store.path(key).is_file()]
+    for key in dict.fromkeys(missing):
+        if not manifest.get("run_id"):
+            raise FileNotFoundError(f"audit shadow {key} is neither in {store.folder} nor logged to MLflow")
+        with tempfile.TemporaryDirectory() as folder:
+            local = mlflow.artifacts.download_artifacts(run_id=manifest["run_id"],
+                                                        artifact_path=f"{AUDIT_ARTIFACTS}/{key}.safetensors",
+                                                        dst_path=folder)
+            store.put(key, load_file(local))
+    return len(missing)
+
+
+def version_chain(name: str, version: str) -> list[dict]:
+    """The versions `version` descends from, oldest first, ending with it: each as {version, role, request_id}
+    (followed through the `replaces_version` tags the deletion requests write)."""
+    tags_of = {v["version"]: v["tags"] for v in versions(name)}
+    chain, current = [], str(version)
+    while current in tags_of and all(link["version"] != current for link in chain):
+        tags = tags_of[current]
+        chain.append({"version": current, "role": tags.get("role", "unknown"), "request_id": tags.get("request_id")})
+        current = tags.get("replaces_version")
+    return chain[::-1]

@@ -1,6 +1,6 @@
-"""Deletion-request nodes, one job each: read the request -> build its task -> unlearn -> evaluate (and audit with
-U-LiRA when enabled) -> gates -> register -> record (and promote) -> report. A request the ledger already holds is a
-no-op that every node passes through.
+"""Deletion-request nodes, one job each: read the request -> build its task -> unlearn -> evaluate -> audit (the
+registered version's shadows unlearn the request; docs/design.md §7) -> gates -> register -> record (and promote)
+-> report. A request the ledger already holds is a no-op that every node passes through.
 
 The ledger follows the request step by step (serving/ledger.py): `register_candidate` writes `intent` before the
 new version is registered and `registered` after; `record_request` writes `recorded` (the full record), moves the
@@ -17,6 +17,8 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
+from dataclasses import replace
+from functools import partial
 
 import pandas as pd
 import torch
@@ -24,13 +26,21 @@ from safetensors.torch import save as safetensors_bytes
 
 from ...data import Splits, TrainingSet, UnlearningTask, build_training_set, make_task
 from ...evaluation import basic_mia, per_example_loss
-from ...evaluation.attack import prepare_shadows, ulira_attack
 from ...evaluation.mia import basic_mia_not_applicable
-from ...evaluation.shadows import ShadowStore
+from ...evaluation.request_audit import (
+    audit_statistics,
+    chance_sample,
+    plan_audit_shadows,
+    plan_digest,
+    unlearn_audit_shadows,
+)
+from ...evaluation.served_audit import flag_gate
+from ...evaluation.ulira import logit_margin
 from ...methods import method_parameters, run_order
-from ...methods.runner import run_with_rewound, unlearner
+from ...methods.runner import run_method, run_with_rewound
 from ...mlflow_edge import model_registry
 from ...models import ModelBundle
+from ...models.store import WeightStore
 from ...reporting import request_report
 from ...serving import (
     ORPHAN_TAG,
@@ -78,11 +88,13 @@ def _forgotten_before(ledger: Ledger, splits: Splits) -> list[int]:
     return sorted(ledger.forgotten_ids(splits.ids["train"].tolist()))
 
 
-def request_task(splits: Splits, task: dict, request: dict) -> tuple[TrainingSet, UnlearningTask]:
+def request_task(splits: Splits, task: dict, request: dict, backbone: ModelBundle | None = None,
+                 backbone_info: dict | None = None) -> tuple[TrainingSet, UnlearningTask]:
     """The request's tensors, rebuilt from the splits: the clean training set without every id forgotten before
     this request (retain), and the request's ids (forget). Checks that the ledger still holds what it held when
     the task was built (its count and keyed set hash; the ids are never written in clear), so every stage sees the
-    same retain set even when it runs in another process later."""
+    same retain set even when it runs in another process later. With the pre-trained backbone, models trained
+    from it (Retrain, the audit's shadows) start from it, as the Original did."""
     ledger = request_ledger(request)
     forgotten = _forgotten_before(ledger, splits)
     pinned = task["forgotten_before"]
@@ -96,6 +108,8 @@ def request_task(splits: Splits, task: dict, request: dict) -> tuple[TrainingSet
     keep = ~torch.isin(training_set.ids, torch.tensor(forgotten, dtype=torch.int64))
     training_set = TrainingSet("clean", training_set.ids[keep], training_set.x[keep], training_set.labels[keep],
                                training_set.true_labels[keep])
+    if backbone is not None and backbone.present:
+        training_set = replace(training_set, backbone=backbone.weights, backbone_key=(backbone_info or {}).get("key"))
     ids = torch.tensor(task["ids"], dtype=torch.int64)
     position = torch.searchsorted(training_set.ids, ids)
     table = pd.DataFrame({"id": ids.numpy(), "label": training_set.labels[position].numpy(),
@@ -174,7 +188,8 @@ def _attempt_versions(name: str, request_id: str, attempt: str) -> list[dict]:
 
 
 def unlearn_request(splits: Splits, task: dict, request: dict, registry_config: dict, method_params: dict,
-                    training: dict, runtime: dict) -> tuple[dict, ModelBundle, ModelBundle]:
+                    training: dict, runtime: dict, backbone: ModelBundle | None = None,
+                    backbone_info: dict | None = None) -> tuple[dict, ModelBundle, ModelBundle]:
     """Unlearn the request's ids from the serving version with the configured method (a method that rewinds runs
     the method it rewinds first: SCRUB+R runs SCRUB). Returns the outcome and the models before and after. A failed
     method stops here: nothing is registered. An interrupted request whose attempt already registered its version
@@ -204,7 +219,7 @@ def unlearn_request(splits: Splits, task: dict, request: dict, registry_config: 
             raise ValueError(f"no version of '{name}' carries the alias '{alias}': run `kedro run` first")
         _explain_versions(request_ledger(request), name, task["request_id"])  # a ledger that lost lines: refuse now
     serving = model_registry.load_registered(name, before)
-    _, built = request_task(splits, task, request)
+    _, built = request_task(splits, task, request, backbone, backbone_info)
     result = run_with_rewound(method, serving.load(), built, _params_of(request, method_params, training),
                               configure_runtime(runtime))
     if not result.ok:
@@ -255,29 +270,83 @@ def evaluate_request(splits: Splits, task: dict, result: dict, before: ModelBund
             "not_applicable": not_applicable}
 
 
-def audit_request(splits: Splits, task: dict, result: dict, before: ModelBundle, request: dict, method_params: dict,
-                  training: dict, runtime: dict) -> dict:
-    """U-LiRA for the request (`deletion_request.ulira.enabled`; {} when off): shadows of the serving model's
-    architecture trained with the Original's recipe on the same retain data, a pool of 2x the request from its
-    classes, the request's method unlearning F_k from every shadow."""
-    config = request.get("ulira") or {}
+def _unlearn_in_order(order: list[str], params: dict[str, dict], model, task: UnlearningTask,
+                      device: torch.device):
+    """The request's method on one audit shadow (the method it rewinds first); module level, so a worker process
+    can receive it as a partial."""
+    result = None
+    for name in order:
+        result = run_method(name, model, task, params[name], device, result)
+    return result
+
+
+def audit_request(splits: Splits, task: dict, result: dict, before: ModelBundle, after: ModelBundle, request: dict,
+                  registry_config: dict, method_params: dict, training: dict, runtime: dict,
+                  backbone: ModelBundle | None = None, backbone_info: dict | None = None) -> dict:
+    """The per-request audit (`registry.audit`; docs/design.md §7): the shadows the serving version carries (trained
+    at registration, unlearned by every earlier request since) unlearn the part of this request each holds, with
+    the request's method and settings; then method-level U-LiRA on the request's examples, and the served-model
+    test of the candidate against the shadows that never held each example, next to the same test on as many
+    never-seen validation examples. Returns {"metrics", "evidence", "manifest"} ({} when the audit is off); the
+    manifest is what the candidate version will carry, so the next request starts from these shadows."""
+    config = registry_config.get("audit") or {}
     if result["skip"] or not config.get("enabled"):
         return {}
     _same_request(task, result)
+    name = registry_config["model_name"]
+    manifest = model_registry.audit_manifest(name, result["version_before"])
+    if manifest is None:
+        raise RuntimeError(f"request {task['request_id']}: version {result['version_before']} of '{name}' has no "
+                           f"audit shadows (registered before registry.audit existed, or with it off): register the "
+                           f"Original again with `kedro run --pipelines register`, or serve the request with "
+                           f"--params registry.audit.enabled=false (then it is not audited)")
     seed, workers = int(request.get("seed", 1)), int(config.get("workers") or 0)
-    device = configure_runtime(runtime)
-    training_set, built = request_task(splits, task, request)
-    shadows, _ = prepare_shadows(training_set, torch.tensor(task["ids"]), built.forget_classes, before.spec,
-                                 training, ShadowStore(config["shadow_store"]), device,
-                                 num_shadows=int(config.get("num_shadows", 16)), seed=seed, workers=workers,
-                                 progress=log.info)
+    store = WeightStore(config["shadow_store"])
+    fetched = model_registry.fetch_audit_shadows(manifest, store)
+    if fetched:
+        log.info("request %s: %d audit shadows fetched from MLflow", task["request_id"], fetched)
+    full_ids = build_training_set(splits, "clean", None, seed).ids
+    plan = plan_audit_shadows(full_ids, int(manifest["num_shadows"]), int(manifest["seed"]))
+    if plan_digest(plan) != manifest["plan"]:
+        raise RuntimeError(f"request {task['request_id']}: the training set is not the one version "
+                           f"{manifest['registration_version']}'s audit shadows were trained on")
+    training_set, built = request_task(splits, task, request, backbone, backbone_info)
     params_of = _params_of(request, method_params, training)
-    outcome = None
-    for name in run_order(result["method"]):  # SCRUB+R rewinds the shadows' SCRUB runs
-        outcome = ulira_attack(shadows, training_set, built, unlearner(name, params_of(name)), device, seed=seed,
-                               bootstrap=int(config.get("bootstrap", 1000)), workers=workers,
-                               rewound=outcome.per_shadow if outcome else None, name=name)
-    return {k: v for k, v in outcome.metrics.items() if k != "ulira_seconds"}
+    order = run_order(result["method"])
+    params = {method: params_of(method) for method in order}
+    device = configure_runtime(runtime)
+    # as many never-seen examples as requested ones, at most half the validation split (the rest calibrates)
+    chance = chance_sample(splits.y["val"], built.forget_classes, min(len(task["ids"]), len(splits.y["val"]) // 2),
+                           seed)
+    margins = unlearn_audit_shadows(partial(_unlearn_in_order, order, params),
+                                    {"method": result["method"], "params": params}, manifest["keys"], plan,
+                                    before.spec, store, training_set, torch.tensor(task["ids"]), built,
+                                    splits.x["val"], splits.y["val"], device, seed, workers, progress=log.info)
+    candidate = after.load()
+    candidate_request = logit_margin(predict_logits(candidate, built.forget_x, device), built.forget_y)
+    candidate_never_seen = logit_margin(predict_logits(candidate, splits.x["val"], device), splits.y["val"])
+    statistics = audit_statistics(margins, candidate_request, candidate_never_seen, chance.numpy(),
+                                  float(config.get("alpha", 0.05)), seed, int(config.get("bootstrap", 1000)))
+    new_manifest = {**manifest, "keys": margins.keys, "earlier_requests": int(manifest["earlier_requests"]) + 1,
+                    "parent_version": result["version_before"], "request_id": task["request_id"]}
+    if config.get("log_to_mlflow", True):
+        new_manifest["run_id"] = model_registry.log_audit_shadows(store, margins.keys) or manifest.get("run_id")
+    served, ulira_result = statistics["served"], statistics["ulira"]
+    metrics = {"ulira_auc": ulira_result["auc"], "ulira_auc_ci_low": ulira_result["ci_low"],
+               "ulira_auc_ci_high": ulira_result["ci_high"], "ulira_acc": ulira_result["acc"],
+               "audit_flagged_share": served["request"]["share"], "audit_chance_share": served["chance"]["share"],
+               "audit_flagged_excess": served["excess"], "audit_fisher_p": served["fisher_p"],
+               "audit_flagged_bh": served["request"]["flagged_bh"], "audit_seconds": margins.seconds}
+    evidence = {"num_shadows": plan.num_shadows, "registration_version": manifest["registration_version"],
+                "registration_seconds": manifest.get("registration_seconds"),
+                "earlier_requests": int(manifest["earlier_requests"]),
+                "held_per_shadow": [int(h.sum()) for h in margins.held], "seconds": margins.seconds,
+                "method": result["method"], **statistics}
+    log.info("request %s: audit in %.1f s: U-LiRA AUC %.3f [%.3f, %.3f]; flagged %d/%d requested examples vs %d/%d "
+             "never-seen (Fisher p %.3g)", task["request_id"], margins.seconds, ulira_result["auc"],
+             ulira_result["ci_low"], ulira_result["ci_high"], served["request"]["flagged"], served["request"]["n"],
+             served["chance"]["flagged"], served["chance"]["n"], served["fisher_p"])
+    return {"metrics": metrics, "evidence": evidence, "manifest": new_manifest}
 
 
 def _measured(value) -> bool:
@@ -288,14 +357,17 @@ def _measured(value) -> bool:
 
 
 def check_gates(comparison: dict, audit: dict, request: dict) -> dict:
-    """Each configured gate: passed or not, with the numbers. Off (`enabled: false`) = every gate passes. A gate
-    whose metric is not applicable (NaN: the basic MIA of a request of fewer than 4 ids) is skipped: it passes,
-    with `applicable: false` and the reason, and never decides promotion alone."""
+    """Each configured gate: passed or not, with the numbers. The utility gates (test error, basic MIA band) apply
+    with `enabled: true`; the audit's (U-LiRA AUC, flagged share relative to chance) wherever the audit ran, unless
+    `audit: false`. No gate configured = every gate passes. A gate whose metric is not applicable (NaN: the basic
+    MIA of a request of fewer than 4 ids) is skipped: it passes, with `applicable: false` and the reason, and never
+    decides promotion alone."""
     gates = request.get("gates") or {}
     results = {}
-    if comparison["skip"] or not gates.get("enabled", False):
+    audited = bool(audit) and gates.get("audit", True)
+    if comparison["skip"] or not (gates.get("enabled", False) or audited):
         return {"enabled": False, "passed": True, "checks": results}
-    before, after = comparison["before"], {**comparison["after"], **audit}
+    before, after = comparison["before"], {**comparison["after"], **(audit.get("metrics") or {})}
     reasons = comparison.get("not_applicable") or {}
 
     def check(name: str, metric: str, value, limit, test) -> None:
@@ -305,16 +377,21 @@ def check_gates(comparison: dict, audit: dict, request: dict) -> dict:
         else:
             results[name] = {"value": value, "limit": limit, "passed": bool(test(value))}
 
-    if gates.get("max_test_error_increase") is not None:
-        limit = gates["max_test_error_increase"]
-        check("test_error_increase", "test_error", after["test_error"] - before["test_error"], limit,
-              lambda rise: rise <= limit)
-    if gates.get("max_ulira_auc") is not None and "ulira_auc" in after:
-        limit = gates["max_ulira_auc"]
-        check("ulira_auc", "ulira_auc", after["ulira_auc"], limit, lambda auc: auc <= limit)
-    if gates.get("mia_band") is not None:
-        low, high = gates["mia_band"]
-        check("mia_basic_in_band", "mia_basic", after["mia_basic"], [low, high], lambda mia: low <= mia <= high)
+    if gates.get("enabled", False):
+        if gates.get("max_test_error_increase") is not None:
+            limit = gates["max_test_error_increase"]
+            check("test_error_increase", "test_error", after["test_error"] - before["test_error"], limit,
+                  lambda rise: rise <= limit)
+        if gates.get("mia_band") is not None:
+            low, high = gates["mia_band"]
+            check("mia_basic_in_band", "mia_basic", after["mia_basic"], [low, high], lambda mia: low <= mia <= high)
+    if audited:
+        if gates.get("max_ulira_auc") is not None:
+            limit = gates["max_ulira_auc"]
+            check("ulira_auc", "ulira_auc", after.get("ulira_auc"), limit, lambda auc: auc <= limit)
+        if gates.get("max_flagged_excess") is not None:
+            results["flagged_share_excess"] = flag_gate(audit["evidence"]["served"], gates["max_flagged_excess"],
+                                                        float(gates.get("flag_test_alpha", 0.05)))
     return {"enabled": True, "passed": all(r["passed"] for r in results.values()), "checks": results}
 
 
@@ -384,7 +461,10 @@ def register_candidate(prepared: dict, result: dict, after: ModelBundle, compari
                     "weights_sha256": result["weights_sha256"],
                     **{k: v for k, v in result["row_fields"].items() if k not in ("status", "failure", "seconds")}}
             example = model_registry.input_example_of(name, result["version_before"])  # its test images
-            version = model_registry.register_model(after, name, tags, {**comparison["after"], **audit},
+            if audit.get("manifest"):  # the next request against this version starts from these shadows
+                tags[model_registry.AUDIT_TAG] = audit["manifest"]
+            version = model_registry.register_model(after, name, tags,
+                                                    {**comparison["after"], **(audit.get("metrics") or {})},
                                                     input_example=example)
         attempt = ledger.mark_registered(attempt.attempt, version)
         log.info("request %s: version %s registered (ledger line %d)", request_id, version,
@@ -420,8 +500,10 @@ def record_request(prepared: dict, result: dict, comparison: dict, audit: dict, 
     if attempt.step == "registered":
         attempt = ledger.mark_recorded(
             attempt.attempt, gates, bool(gates["passed"]),
-            metrics={"before": comparison["before"], "after": {**comparison["after"], **audit}},
+            metrics={"before": comparison["before"], "after": {**comparison["after"], **(audit.get("metrics") or {})}},
             details={"seconds": result["seconds"], "weights_sha256": result["weights_sha256"],
+                     "audit": audit.get("evidence"),
+                     "chain": model_registry.version_chain(registry_config["model_name"], attempt.version_before),
                      "not_applicable": comparison.get("not_applicable") or {},
                      "orphans": [orphan["version"] for orphan in registration.get("orphans") or []]})
     name, alias = registry_config["model_name"], registry_config.get("alias", "serving")
@@ -446,7 +528,8 @@ def record_request(prepared: dict, result: dict, comparison: dict, audit: dict, 
             "after": _numbers(metrics.get("after")), "not_applicable": details.get("not_applicable") or {},
             "seconds": details.get("seconds"), "ledger_time": record["times"]["recorded"],
             "ledger_lines": record["lines"], "attempt": record["attempt"],
-            "orphans": registration.get("orphans") or []}
+            "orphans": registration.get("orphans") or [], "audit": details.get("audit"),
+            "chain": details.get("chain") or []}
 
 
 def build_request_report(summary: dict) -> tuple[str, str, dict]:
