@@ -30,7 +30,7 @@ from ..models import load_model, state_dict_for_saving
 from ..models.store import WeightStore, content_key
 from ..training import predict_logits
 from .served_audit import calibration, flag_summary, served_p_values, served_z_scores
-from .shadows import ShadowPlan, map_jobs, train_shadows
+from .shadows import ShadowPlan, map_jobs, task_of_rows, train_shadows
 from .ulira import logit_margin, ulira
 
 MIN_AUDIT_SHADOWS = 4
@@ -80,15 +80,7 @@ def shadow_request_task(training_set: TrainingSet, half: torch.Tensor, request_i
     is_forget = in_half & torch.isin(training_set.ids, request_ids)
     if not bool(is_forget.any()):
         return None
-    retain = in_half & ~is_forget
-    return UnlearningTask(
-        application=template.application,
-        retain_x=training_set.x[retain], retain_y=training_set.labels[retain],
-        forget_x=training_set.x[is_forget], forget_y=training_set.labels[is_forget],
-        val_x=template.val_x, val_y=template.val_y, num_classes=template.num_classes,
-        kept_classes=template.kept_classes, forget_classes=template.forget_classes, seed=seed,
-        swap=template.swap, backbone=template.backbone,
-    )
+    return task_of_rows(training_set, in_half & ~is_forget, is_forget, template, seed)
 
 
 def _unlearn_and_score(unlearn: Callable | None, spec: dict, state: dict, task: UnlearningTask | None, device: str,

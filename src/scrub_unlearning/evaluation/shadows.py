@@ -93,13 +93,19 @@ def shadow_task(training_set: TrainingSet, plan: ShadowPlan, k: int, template: U
     """The unlearning task of shadow k: forget F_k, retain (base ∪ H_k) \\ F_k; the rest as the scenario's."""
     rows = shadow_training_rows(training_set, plan, k)
     is_forget = torch.isin(training_set.ids, plan.forgets[k])
-    retain = rows & ~is_forget
+    return task_of_rows(training_set, rows & ~is_forget, is_forget, template, plan.seeds[k])
+
+
+def task_of_rows(training_set: TrainingSet, retain: torch.Tensor, forget: torch.Tensor, template: UnlearningTask,
+                 seed: int) -> UnlearningTask:
+    """A shadow's unlearning task: the training set's `retain` and `forget` rows (boolean masks), the rest (the
+    validation split, the classes, the backbone) as the scenario's or the request's `template`."""
     return UnlearningTask(
         application=template.application,
         retain_x=training_set.x[retain], retain_y=training_set.labels[retain],
-        forget_x=training_set.x[is_forget], forget_y=training_set.labels[is_forget],
+        forget_x=training_set.x[forget], forget_y=training_set.labels[forget],
         val_x=template.val_x, val_y=template.val_y, num_classes=template.num_classes,
-        kept_classes=template.kept_classes, forget_classes=template.forget_classes, seed=plan.seeds[k],
+        kept_classes=template.kept_classes, forget_classes=template.forget_classes, seed=seed,
         swap=template.swap, backbone=template.backbone,
     )
 
