@@ -84,9 +84,14 @@ def create_dag(tmp_path, *extra: str) -> tuple[str, Recorder]:
 
 
 def pipeline():
-    from scrub_unlearning.pipelines import deletion_request, ingestion
+    """The deletion-request pipeline as `pipeline_registry` builds it: ingestion and the (cached) backbone rerun in
+    each process that needs their in-memory outputs."""
+    from kedro.pipeline import Pipeline
 
-    return deletion_request.create_pipeline(ingestion.create_pipeline())
+    from scrub_unlearning.pipelines import deletion_request, ingestion, originals
+
+    return deletion_request.create_pipeline(
+        ingestion.create_pipeline() + Pipeline(originals.create_pretraining_pipeline(), tags=["ingestion"]))
 
 
 def slug(name: str) -> str:
@@ -142,9 +147,9 @@ def test_settings_from_params_and_memory_groups(tmp_path):
     assert dag.dag["params"]["request_path"]["default"] == "requests/incoming/r.csv"
     groups = {task_id: nodes_of(task) for task_id, task in dag.tasks.items()}
     assert all(task["cwd"] == "/opt/scrub" for task in dag.tasks.values())
-    # the splits' consumers form one group with ingestion; every other node is its own task
+    # the splits' (and backbone's) consumers form one group with ingestion; every other node is its own task
     (big,) = [nodes for nodes in groups.values() if len(nodes) > 1]
-    assert set(big) == {"load_raw_dataset", "split_dataset", "prepare_request", "build_request_task",
-                        "unlearn_request", "evaluate_request", "audit_request"}
+    assert set(big) == {"load_raw_dataset", "split_dataset", "pretrain_backbone", "prepare_request",
+                        "build_request_task", "unlearn_request", "evaluate_request", "audit_request"}
     assert sorted(nodes[0] for nodes in groups.values() if len(nodes) == 1) == [
         "build_request_report", "check_gates", "record_request", "register_candidate"]
