@@ -297,9 +297,9 @@ def audit_request(splits: Splits, task: dict, result: dict, before: ModelBundle,
     manifest = model_registry.audit_manifest(name, result["version_before"])
     if manifest is None:
         raise RuntimeError(f"request {task['request_id']}: version {result['version_before']} of '{name}' has no "
-                           f"audit shadows (registered before registry.audit existed, or with it off): register the "
-                           f"Original again with `kedro run --pipelines register`, or serve the request with "
-                           f"--params registry.audit.enabled=false (then it is not audited)")
+                           f"audit shadows (they are trained when a version is registered with registry.audit on; "
+                           f"this one was registered before that, or with it off): serve the request with --params "
+                           f"registry.audit.enabled=false, and it is not audited")
     seed, workers = int(request.get("seed", 1)), int(config.get("workers") or 0)
     store = WeightStore(config["shadow_store"])
     fetched = model_registry.fetch_audit_shadows(manifest, store)
