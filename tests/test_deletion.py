@@ -80,7 +80,7 @@ def test_the_original_is_registered_and_serving(served):
     version = client(served).get_model_version(model_name(served), "1")
     assert version.tags["role"] == "original" and "data_version" in version.tags
     assert float(version.tags["metric.test_error"]) < 10
-    manifest = json.loads(version.tags["audit_shadows"])  # its audit shadows, trained at registration
+    manifest = json.loads(version.tags["shadow_manifest"])  # its audit shadows, trained at registration
     assert manifest["num_shadows"] == 4 and len(manifest["keys"]) == 4 and manifest["earlier_requests"] == 0
     store = served / "data" / "test" / "06_models" / "registry" / "audit_shadows"
     assert all((store / f"{key}.safetensors").is_file() for key in manifest["keys"])
@@ -103,9 +103,10 @@ def test_the_sample_request_is_served_and_a_rerun_does_nothing(served):
                                                                                       "flagged_share_excess"}
     assert [v["version"] for v in first["chain"]] == ["1"]
     tags = client(served).get_model_version(model_name(served), "2").tags
-    shadows = json.loads(tags["audit_shadows"])
+    shadows = json.loads(tags["shadow_manifest"])
+    assert tags["audit_summary"].startswith("U-LiRA AUC ") and "flagged " in tags["audit_summary"]
     assert shadows["earlier_requests"] == 1 and shadows["parent_version"] == "1"
-    original_keys = json.loads(client(served).get_model_version(model_name(served), "1").tags["audit_shadows"])
+    original_keys = json.loads(client(served).get_model_version(model_name(served), "1").tags["shadow_manifest"])
     assert all(a != b for a, b in zip(shadows["keys"], original_keys["keys"], strict=True)), "each shadow unlearned"
     assert tags["request_id"] == "req-0001" and tags["method"] == "scrub_r" and tags["replaces_version"] == "1"
     entries = ledger_lines(served)

@@ -108,9 +108,9 @@ def load_registered(name: str, version: str) -> ModelBundle:
         return ModelBundle(load_file(str(weights)), spec)
 
 
-AUDIT_TAG = "audit_shadows"
+AUDIT_TAG = "shadow_manifest"
 """The version tag holding its audit shadows' manifest (JSON: store keys, plan digest, seed, the run that logged
-them); docs/design.md §7, per-request audit."""
+them; named to sort after the readable tags in the MLflow UI); docs/design.md §7, per-request audit."""
 AUDIT_ARTIFACTS = "audit_shadows"
 
 

@@ -349,6 +349,15 @@ def audit_request(splits: Splits, task: dict, result: dict, before: ModelBundle,
     return {"metrics": metrics, "evidence": evidence, "manifest": new_manifest}
 
 
+def audit_summary(evidence: dict) -> str:
+    """The audit in one line, for the version's tags in the MLflow UI."""
+    ulira_result, served = evidence["ulira"], evidence["served"]
+    return (f"U-LiRA AUC {ulira_result['auc']:.3f} [{ulira_result['ci_low']:.3f}, {ulira_result['ci_high']:.3f}]; "
+            f"flagged {served['request']['flagged']}/{served['request']['n']} requested vs "
+            f"{served['chance']['flagged']}/{served['chance']['n']} never-seen (Fisher p {served['fisher_p']:.3g}); "
+            f"{evidence['num_shadows']} shadows, {evidence['earlier_requests']} earlier requests")
+
+
 def _measured(value) -> bool:
     try:
         return value is not None and math.isfinite(float(value))
@@ -463,6 +472,7 @@ def register_candidate(prepared: dict, result: dict, after: ModelBundle, compari
             example = model_registry.input_example_of(name, result["version_before"])  # its test images
             if audit.get("manifest"):  # the next request against this version starts from these shadows
                 tags[model_registry.AUDIT_TAG] = audit["manifest"]
+                tags["audit_summary"] = audit_summary(audit["evidence"])
             version = model_registry.register_model(after, name, tags,
                                                     {**comparison["after"], **(audit.get("metrics") or {})},
                                                     input_example=example)

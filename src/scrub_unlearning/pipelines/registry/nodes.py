@@ -42,7 +42,7 @@ def train_registration_shadows(registered: dict, original: ModelBundle, training
                                registry_config: dict, runtime: dict) -> dict:
     """The registered version's audit shadows (`registry.audit`): K shadows on complementary halves of its training
     set, trained with its own procedure (reused from the store when their inputs did not change), logged to MLflow
-    and named on the version (tag `audit_shadows`), so every later deletion request is audited without training
+    and named on the version (tag `shadow_manifest`), so every later deletion request is audited without training
     (docs/design.md §7, per-request audit)."""
     audit = registry_config.get("audit") or {}
     if not audit.get("enabled"):
