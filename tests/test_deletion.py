@@ -131,12 +131,17 @@ def test_the_sample_request_is_served_and_a_rerun_does_nothing(served):
 
 
 def test_a_version_failing_the_gates_is_registered_not_promoted(served, tmp_path):
+    import shutil
+
+    # a machine without the local shadow store: the audit fetches the serving version's shadows from MLflow
+    shutil.rmtree(served / "data" / "test" / "06_models" / "registry" / "audit_shadows")
     path = write_request(tmp_path, "strict", "req-0002", OTHER_CLASS_5_IDS + [147, 150])
     result = kedro(served, "run", "--env", "test", "--pipelines", "deletion_request", "--params",
                    f"deletion_request.path={path},deletion_request.gates.enabled=true,"
                    "deletion_request.gates.max_test_error_increase=-100")
     assert result.returncode == 0, result.stderr[-4000:]
     assert "NOT promoted" in result.stdout + result.stderr and "test_error_increase" in result.stdout + result.stderr
+    assert "4 audit shadows fetched from MLflow" in result.stdout + result.stderr
     outcome = summary(served)
     assert outcome["promoted"] is False and outcome["version_after"] == "3"
     assert not outcome["gates"]["checks"]["test_error_increase"]["passed"]

@@ -271,13 +271,8 @@ def _limit(limit) -> str:
 
 def _p_value(value) -> str:
     """A p-value for reading: "< 0.001" when tiny, else 3 decimals; "n/a" when missing."""
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        return "n/a"
-    if math.isnan(value):
-        return "n/a"
-    return "< 0.001" if value < 0.001 else f"{value:.3f}"
+    value = _finite_or_none(value)
+    return "n/a" if value is None else "< 0.001" if value < 0.001 else f"{value:.3f}"
 
 
 def _gates_view(gates: dict | None) -> dict:
@@ -324,11 +319,8 @@ def _ulira_view(after: dict) -> dict | None:
 
 def _duration(seconds) -> str:
     """Seconds for reading: "95.2 s", "812 s (about 14 min)", "9000 s (about 2.5 h)"; "n/a" when missing."""
-    try:
-        seconds = float(seconds)
-    except (TypeError, ValueError):
-        return "n/a"
-    if math.isnan(seconds):
+    seconds = _finite_or_none(seconds)
+    if seconds is None:
         return "n/a"
     if seconds < 120:
         return f"{seconds:.1f} s"
@@ -343,13 +335,12 @@ def _count(value) -> str:
 
 def _share(value) -> str:
     """A share (0.12) as a percentage ("12.0%")."""
-    try:
-        return "n/a" if math.isnan(float(value)) else f"{100 * float(value):.1f}%"
-    except (TypeError, ValueError):
-        return "n/a"
+    value = _finite_or_none(value)
+    return "n/a" if value is None else f"{100 * value:.1f}%"
 
 
 def _finite_or_none(value) -> float | None:
+    """`value` as a float, or None when it is missing, not a number or NaN."""
     try:
         value = float(value)
     except (TypeError, ValueError):
