@@ -22,6 +22,7 @@ import shutil
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
@@ -79,13 +80,19 @@ def _write_request(project: Path, name: str, ids: list[int]) -> Path:
     return path
 
 
-def _requests(project: Path, env: str, size: int | None, seed: int) -> dict[str, list[int]]:
-    """Four disjoint requests of `size` training ids of one class (the UP scenario's forget class; default: the UP
-    forget size, or a quarter of the class when it has fewer than four times that)."""
+@contextmanager
+def _context(project: Path, env: str):
+    """The environment's Kedro context (parameters and catalog), through a session closed on exit."""
     from kedro.framework.session import KedroSession
 
     with KedroSession.create(project_path=project, env=None if env == "base" else env) as session:
-        context = session.load_context()
+        yield session.load_context()
+
+
+def _requests(project: Path, env: str, size: int | None, seed: int) -> dict[str, list[int]]:
+    """Four disjoint requests of `size` training ids of one class (the UP scenario's forget class; default: the UP
+    forget size, or a quarter of the class when it has fewer than four times that)."""
+    with _context(project, env) as context:
         table = context.catalog.load("split_table")
         klass = int(context.params["scenarios"]["up"]["forget"]["class_id"])
         default = int(context.params["scenarios"]["up"]["forget"]["size"])
@@ -132,7 +139,8 @@ def pool_shadow_seconds(project: Path, env: str, ids: list[int], timed: int) -> 
     from scrub_unlearning.pipelines.originals.nodes import _spec, prepare_training_set, pretrain_backbone
     from scrub_unlearning.training import configure_runtime
 
-    with KedroParams(project, env) as params:
+    with _context(project, env) as context:
+        params = context.params
         raw = load_raw_dataset(params["dataset"])
         splits, _ = split_dataset(raw, params["splits"], params["scenarios"], params["training_sets"],
                                   params["seeds"], params["ulira"])
@@ -217,22 +225,6 @@ def main(argv: list[str] | None = None) -> None:
         Path(args.out).write_text(text)
     if not args.keep:
         shutil.rmtree(work, ignore_errors=True)
-
-
-class KedroParams:
-    """The environment's parameters, read through a session (a context manager)."""
-
-    def __init__(self, project: Path, env: str) -> None:
-        self.project, self.env = project, env
-
-    def __enter__(self) -> dict:
-        from kedro.framework.session import KedroSession
-
-        self._session = KedroSession.create(project_path=self.project, env=None if self.env == "base" else self.env)
-        return self._session.load_context().params
-
-    def __exit__(self, *exc) -> None:
-        self._session.close()
 
 
 if __name__ == "__main__":
