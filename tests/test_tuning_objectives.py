@@ -19,6 +19,7 @@ from scrub_unlearning.tuning.objectives import (
     class_removal_objective,
     confusion_objective,
     kept_validation_error,
+    objective_kind,
     selective_objective,
     tuning_outcome,
     utility_penalty,
@@ -158,6 +159,14 @@ def test_any_feasible_beats_any_infeasible():
 def test_objectives_cover_the_applications():
     assert set(OBJECTIVES) == set(APPLICATIONS) == {"rb_class", "rb_selective", "up", "rc"}
     assert all(isinstance(text, str) and text for text in OBJECTIVES.values())
+
+
+def test_rb_selective_and_up_share_an_objective_and_nothing_else_does():
+    kinds = {application: objective_kind(application) for application in APPLICATIONS}
+    assert kinds["rb_selective"] == kinds["up"]
+    assert len({kinds["rb_class"], kinds["rc"], kinds["up"]}) == 3
+    with pytest.raises(ValueError, match="unknown application 'rb_subgroup'"):
+        objective_kind("rb_subgroup")
 
 
 # --- tuning_outcome on a hand-made model and task ---

@@ -9,7 +9,8 @@ import pytest
 import yaml
 from conftest import copy_project, kedro
 
-STUDIES = {("up", "scrub"), ("up", "finetune")}  # conf/test/parameters_tuning.yml: 2 studies of 2 trials
+STUDIES = {("up", "scrub"), ("up", "finetune")}  # conf/test/parameters_tuning.yml: 2 studies of 2 trials,
+SHARED = {("rb_selective", "scrub"), ("rb_selective", "finetune")}  # ...which rb_selective shares
 
 
 def _client(project: Path):
@@ -28,6 +29,7 @@ def project(tmp_path_factory) -> Path:
     assert not (root / "conf" / "test" / "parameters_tuned.yml").exists()
     result = kedro(root, "run", "--env", "test", "--pipelines=tune")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
+    assert (result.stdout + result.stderr).count("computes the same trials as on") == 2, "rb_selective shares up's"
     return root
 
 
@@ -43,7 +45,12 @@ def test_the_tuned_file_holds_each_study_with_provenance(project):
     tuned = _tuned(project)
     assert tuned["version"] == 1 and tuned["environment"] == "test"
     written = {(s, m) for s, methods in tuned["scenarios"].items() for m in methods}
-    assert written == STUDIES
+    assert written == STUDIES | SHARED
+    for method in ("scrub", "finetune"):  # one study, named by its objective: the same settings and provenance
+        up, selective = tuned["scenarios"]["up"][method], tuned["scenarios"]["rb_selective"][method]
+        assert selective["settings"] == up["settings"]
+        assert selective["provenance"]["study"] == up["provenance"]["study"]
+        assert up["provenance"]["study"].startswith(f"selective/{method}/")
     scrub = tuned["scenarios"]["up"]["scrub"]
     assert set(scrub["settings"]) == {"lr", "msteps", "alpha", "forget_batch"}
     assert 1e-3 <= scrub["settings"]["lr"] <= 0.05 and scrub["settings"]["forget_batch"] in (16, 32, 64)
@@ -58,8 +65,10 @@ def test_every_trial_is_an_mlflow_child_run(project):
     parents, children = _runs(project, "tune")
     assert len(parents) == 1
     trials = [c for c in children if c.data.tags.get("kind") == "trial"]
-    assert len(trials) == 4
-    assert {(c.data.tags["scenario"], c.data.tags["method"]) for c in trials} == STUDIES
+    assert len(trials) == 4, "the shared studies' trials ran once"
+    ran = {(c.data.tags["scenario"], c.data.tags["method"]) for c in trials}
+    assert {m for _, m in ran} == {"scrub", "finetune"} and len(ran) == 2, "each study's trials under one scenario"
+    assert {s for s, _ in ran} <= {"up", "rb_selective"}
     for child in trials:
         assert "objective" in child.data.metrics and child.data.tags["state"] in ("COMPLETE", "PRUNED")
         duration = (child.info.end_time - child.info.start_time) / 1000

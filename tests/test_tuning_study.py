@@ -148,3 +148,18 @@ def test_ties_go_to_the_better_utility(tmp_path):
 
     outcome = run_study(open_study("t", storage, 0), 3, tied, storage)
     assert outcome.best_params == {"n": 1} and outcome.best_parts == {"kept_val_error": 2.5}
+
+
+def test_ties_go_first_to_a_trial_whose_guard_did_not_fire(tmp_path):
+    storage = f"sqlite:///{tmp_path / 'studies.db'}"
+    parts = {0: {"kept_val_error": 2.0, "guard_fired": 1.0}, 1: {"kept_val_error": 4.0, "guard_fired": 0.0},
+             2: {"kept_val_error": 3.0, "guard_fired": 0.0}}
+
+    def tied(trial):
+        trial.suggest_float("x", 0.0, 1.0)
+        trial.set_user_attr("settings", {"n": trial.number})
+        trial.set_user_attr("parts", parts[trial.number])
+        return 0.0, {}
+
+    outcome = run_study(open_study("g", storage, 0), 3, tied, storage)
+    assert outcome.best_params == {"n": 2}, "a fired guard loses the tie even to worse utility"

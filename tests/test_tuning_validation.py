@@ -27,7 +27,7 @@ def test_the_shipped_tuning_block_is_valid(base_parameters):
     check_run_config(base_parameters)
     checked = check_tuning_config(base_parameters["tuning"], base_parameters["scenarios"],
                                   base_parameters["methods"], base_parameters["seeds"])
-    assert checked["methods"] == ["scrub", "finetune"] and checked["applications"] == ["up"]
+    assert checked["methods"] == ["scrub", "finetune"] and checked["applications"] == ["up", "rb_selective"]
     every = check_tuning_config({**base_parameters["tuning"], "methods": None, "applications": None},
                                 base_parameters["scenarios"], base_parameters["methods"], [1])
     assert "scrub_r" not in every["methods"] and "scrub" in every["methods"], "SCRUB+R rewinds SCRUB: tune scrub"

@@ -55,6 +55,17 @@ OBJECTIVES: dict[str, str] = {
 }
 """Application -> the objective in words (for docs and logs); every objective is minimised."""
 
+OBJECTIVE_KIND: dict[str, str] = {"rb_class": "class_removal", "rb_selective": "selective", "up": "selective",
+                                  "rc": "confusion"}
+"""Application -> the function it is scored by. RB selective and UP share one: on the same forget set their studies
+compute the same trials, so the tuning pipeline runs that study once (docs/design.md §9)."""
+
+
+def objective_kind(application: str) -> str:
+    """The objective `application` is scored by (`OBJECTIVE_KIND`); an unknown application is rejected."""
+    _check_application(application)
+    return OBJECTIVE_KIND[application]
+
 
 @dataclass(frozen=True)
 class Outcome:

@@ -162,15 +162,17 @@ def run_study(study: optuna.Study, n_trials: int, objective: Objective, storage:
 
 
 def _best(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
-    """The complete trial with the lowest objective; ties (many trials reach 100% forgotten-class error) go to the
-    lower kept-class validation error, then to the earlier trial."""
+    """The complete trial with the lowest objective; ties (many trials reach 100% forgotten-class error) go to a
+    trial whose guard did not fire (its settings stayed within the budget on their own), then to the lower
+    kept-class validation error, then to the earlier trial."""
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
 
-    def utility(trial: optuna.trial.FrozenTrial) -> float:
-        value = (trial.user_attrs.get("parts") or {}).get("kept_val_error", math.inf)
+    def part(trial: optuna.trial.FrozenTrial, name: str, missing: float) -> float:
+        value = (trial.user_attrs.get("parts") or {}).get(name, missing)
         return value if isinstance(value, (int, float)) and math.isfinite(value) else math.inf
 
-    return min(complete, key=lambda t: (t.value, utility(t), t.number)) if complete else None
+    return (min(complete, key=lambda t: (t.value, part(t, "guard_fired", 0.0), part(t, "kept_val_error", math.inf),
+                                         t.number)) if complete else None)
 
 
 def _pruning_observer(trial: optuna.Trial, score: Callable[[nn.Module], float], pruning: bool):
@@ -211,6 +213,8 @@ def method_objective(method: str, base_params: Mapping, space: Mapping[str, Dime
             raise TrialFailed(result.failure)
         outcome = score(result.model)
         parts = {**outcome.parts, "feasible": float(outcome.feasible), "method_seconds": result.seconds}
+        if "guard_fired" in result.info:  # SCRUB rolled an epoch back: these settings overshoot the budget
+            parts["guard_fired"] = float(bool(result.info["guard_fired"]))
         trial.set_user_attr("parts", parts)
         return outcome.value, parts
 

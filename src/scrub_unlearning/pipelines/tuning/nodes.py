@@ -14,6 +14,7 @@ from ...methods import get_method, method_parameters
 from ...models import ModelBundle
 from ...models.store import WeightStore, weights_digest
 from ...training import configure_runtime
+from ...tuning.objectives import objective_kind
 from ...tuning.settings_file import updated_tuned_settings
 from ...tuning.space import configured_point, describe_space, parse_space
 from ...tuning.study import (
@@ -36,6 +37,13 @@ def _study_name(what: str, inputs: dict) -> str:
     (changing any of them starts a new study in the same storage)."""
     digest = hashlib.sha256(json.dumps(inputs, sort_keys=True, default=str).encode()).hexdigest()[:10]
     return f"{what}/{digest}"
+
+
+def method_study_name(application: str, method: str, inputs: dict) -> str:
+    """`<objective>/<method>/<digest>`: named by what the study computes, not by the scenario, so two scenarios
+    scored by the same objective on the same forget set, Original and settings (RB selective and UP by default)
+    share one study instead of running the same trials twice."""
+    return _study_name(f"{objective_kind(application)}/{method}", inputs)
 
 
 def _result(outcome: StudyOutcome, scenario: str | None, method: str, tuning: dict, space: dict) -> dict:
@@ -70,7 +78,7 @@ def tune_method(original: ModelBundle, splits: Splits, training_set: TrainingSet
     objective = method_objective(method, params_of(method), space, model, task, device,
                                  max_utility_drop=float(tuning["max_utility_drop"]), seed=seed, rewound=rewound,
                                  pruning=bool(tuning.get("pruning", True)))
-    name = _study_name(f"{scenario_name}/{method}", {
+    name = method_study_name(scenario["application"], method, {
         # the base settings without the searched keys (every trial overrides those): a run that reads the tuned
         # file continues the same studies
         "space": describe_space(space), "base": {k: v for k, v in params_of(method).items() if k not in space},
@@ -80,6 +88,11 @@ def tune_method(original: ModelBundle, splits: Splits, training_set: TrainingSet
     study = open_study(name, storage, int(tuning.get("sampler_seed", 0)), bool(tuning.get("pruning", True)))
     if not study.trials:  # trial 0 = the configured settings: tuning never ends worse than them on the objective
         study.enqueue_trial(configured_point(space, params_of(method)))
+    elif study.user_attrs.get("scenario", scenario_name) != scenario_name:
+        log.info("%s on %s computes the same trials as on %s (same objective, forget set, Original and settings): "
+                 "it shares study %s", method, scenario_name, study.user_attrs["scenario"], name)
+    if "scenario" not in study.user_attrs:
+        study.set_user_attr("scenario", scenario_name)
     log.info("tuning %s on %s (%s): %d trials, space %s", method, scenario_name, scenario["application"],
              int(tuning["n_trials"]), describe_space(space))
     outcome = run_study(study, int(tuning["n_trials"]), objective, storage, progress=log.info)
