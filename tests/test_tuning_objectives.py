@@ -18,6 +18,7 @@ from scrub_unlearning.tuning.objectives import (
     Outcome,
     class_removal_objective,
     confusion_objective,
+    guarded,
     kept_validation_error,
     objective_kind,
     selective_objective,
@@ -343,3 +344,17 @@ def test_tuning_outcome_unknown_application():
 def test_tuning_outcome_negative_budget():
     with pytest.raises(ValueError, match="max_utility_drop"):
         tuning_outcome(LookupModel(3), _rb_class_task(), 10.0, -1.0, seed=0, device=CPU)
+
+
+# --- a fired guard is over the budget ---
+
+
+def test_a_fired_guard_adds_the_step_penalty_once():
+    inside = selective_objective(20.0, 25.0, 52.0, 11.0, 10.0, 5.0)  # value 5 + 2, feasible
+    fired = guarded(inside, True)
+    assert fired.value == pytest.approx(7.0 + UTILITY_PENALTY) and not fired.feasible
+    assert fired.parts["guard_fired"] == 1.0 and fired.parts["guard_penalty"] == UTILITY_PENALTY
+    quiet = guarded(inside, False)
+    assert quiet.value == pytest.approx(7.0) and quiet.feasible and quiet.parts["guard_penalty"] == 0.0
+    over = class_removal_objective(90.0, 20.0, 10.0, 5.0)  # already 1000 + 10*5 over the budget
+    assert guarded(over, True).value == over.value, "a trial already over the budget is not penalised twice"

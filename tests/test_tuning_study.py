@@ -12,6 +12,7 @@ import torch
 from scrub_unlearning.methods import get_method, method_parameters
 from scrub_unlearning.methods.runner import run_method
 from scrub_unlearning.progress import StopWork, observing_epochs
+from scrub_unlearning.tuning.objectives import UTILITY_PENALTY
 from scrub_unlearning.tuning.space import parse_space
 from scrub_unlearning.tuning.study import TrialFailed, method_objective, open_study, run_study
 
@@ -163,3 +164,26 @@ def test_ties_go_first_to_a_trial_whose_guard_did_not_fire(tmp_path):
 
     outcome = run_study(open_study("g", storage, 0), 3, tied, storage)
     assert outcome.best_params == {"n": 2}, "a fired guard loses the tie even to worse utility"
+
+
+def test_a_scrub_trial_whose_guard_fired_pays_the_budgets_penalty(digits_original, digits_task):
+    """Settings that drive the kept-class error over the budget are rolled back by SCRUB's guard; the model handed
+    back is within the budget, but the trial is not: it takes the step penalty, so gentle settings whose guard
+    did not fire beat it whatever the forget terms say."""
+    task = digits_task("up")
+    base = dict(optimizer="sgd", lr=0.05, weight_decay=0.0, momentum=0.9, gamma=1.0, alpha=0.5, temperature=4.0,
+                msteps=4, epochs=4, lr_decay_epochs=[], retain_batch=256, forget_batch=8, max_utility_drop=5.0)
+    space = parse_space("scrub", {"lr": {"low": 1e-5, "high": 0.05, "log": True}}, get_method("scrub").parameters,
+                        "tuning.space.scrub")
+    objective = method_objective("scrub", base, space, digits_original, task, CPU, max_utility_drop=5.0, seed=1,
+                                 pruning=False)
+    asked = optuna.create_study(sampler=optuna.samplers.RandomSampler(0))
+    asked.enqueue_trial({"lr": 0.05})
+    asked.enqueue_trial({"lr": 1e-5})
+    aggressive_value, aggressive = objective(asked.ask())
+    gentle_value, gentle = objective(asked.ask())
+    assert aggressive["guard_fired"] == 1.0 and aggressive["guard_penalty"] == UTILITY_PENALTY
+    assert aggressive["utility_penalty"] == 0.0, "the model handed back is within the budget: the guard rolled back"
+    assert aggressive["feasible"] == 0.0 and aggressive_value >= UTILITY_PENALTY
+    assert gentle["guard_fired"] == 0.0 and gentle["guard_penalty"] == 0.0 and gentle["feasible"] == 1.0
+    assert gentle_value < UTILITY_PENALTY < aggressive_value

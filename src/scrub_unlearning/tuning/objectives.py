@@ -22,6 +22,11 @@ still rank by how far over the budget they are, which gives the TPE sampler a gr
 region instead of a flat wall of equally bad trials. Optuna's own constrained TPE (`constraints_func`) only steers
 sampling: it would not make `study.best_trial` respect the constraint.
 
+A method with a **guard** (SCRUB) checks the same budget after every epoch and rolls back an epoch that broke it.
+Its final model is then inside the budget, but only because the guard caught the settings going over it: such a
+trial takes the same step penalty (`guarded`), so settings that stay inside the budget on their own beat any that
+needed the guard, and the guard firing is a safety net rather than part of the tuned recipe.
+
 Pure PyTorch/numpy: no Kedro, MLflow or Optuna here.
 """
 
@@ -42,6 +47,9 @@ UTILITY_PENALTY = 1000.0
 """Added once when the utility budget is exceeded (plus 10 x the excess in points); above every feasible value."""
 EXCESS_WEIGHT = 10.0
 """Penalty per point of kept-class validation error over the budget."""
+OBJECTIVE_VERSION = 2
+"""Part of every study's name: bumped when what a value means changes (2: a fired guard is over the budget), so a
+stored study is never continued with values computed two ways."""
 MIA_CHANCE = 50.0
 """The basic MIA's accuracy on members and non-members it cannot tell apart (balanced classes)."""
 
@@ -160,6 +168,16 @@ def confusion_objective(ic_val_error: float, kept_val_error: float, original_kep
     penalty, feasible, parts = _utility_parts(kept_val_error, original_kept_val_error, max_utility_drop)
     parts["ic_val_error"] = ic_val_error
     return Outcome(value=ic_val_error + penalty, parts=parts, feasible=feasible)
+
+
+def guarded(outcome: Outcome, guard_fired: bool) -> Outcome:
+    """`outcome` of a method whose guard fired: over the utility budget (an epoch broke it, the guard rolled it
+    back), so it takes the step penalty unless it already pays one; `guard_penalty` logs what was added."""
+    parts = {**outcome.parts, "guard_fired": float(bool(guard_fired))}
+    if not guard_fired or not outcome.feasible:
+        return Outcome(value=outcome.value, parts={**parts, "guard_penalty": 0.0}, feasible=outcome.feasible)
+    return Outcome(value=outcome.value + UTILITY_PENALTY, parts={**parts, "guard_penalty": UTILITY_PENALTY},
+                   feasible=False)
 
 
 def _kept_error(val_logits: torch.Tensor, task: UnlearningTask) -> float:

@@ -32,7 +32,7 @@ from ..pretraining import initial_model
 from ..progress import StopWork, observing_epochs
 from ..training import error_percent, predict_logits, train_model
 from ..validation import check_training
-from .objectives import kept_validation_error, tuning_outcome
+from .objectives import guarded, kept_validation_error, tuning_outcome
 from .settings_file import ORIGINAL_MODEL_KEYS
 from .space import Dimension, suggest
 
@@ -162,9 +162,9 @@ def run_study(study: optuna.Study, n_trials: int, objective: Objective, storage:
 
 
 def _best(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
-    """The complete trial with the lowest objective; ties (many trials reach 100% forgotten-class error) go to a
-    trial whose guard did not fire (its settings stayed within the budget on their own), then to the lower
-    kept-class validation error, then to the earlier trial."""
+    """The complete trial with the lowest objective (a trial whose guard fired already pays the budget's penalty,
+    `objectives.guarded`); ties (many trials reach 100% forgotten-class error) go to a trial whose guard did not
+    fire, then to the lower kept-class validation error, then to the earlier trial."""
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
 
     def part(trial: optuna.trial.FrozenTrial, name: str, missing: float) -> float:
@@ -212,9 +212,9 @@ def method_objective(method: str, base_params: Mapping, space: Mapping[str, Dime
         if not result.ok:
             raise TrialFailed(result.failure)
         outcome = score(result.model)
+        if "guard_fired" in result.info:  # SCRUB rolled an epoch back: these settings went over the budget
+            outcome = guarded(outcome, bool(result.info["guard_fired"]))
         parts = {**outcome.parts, "feasible": float(outcome.feasible), "method_seconds": result.seconds}
-        if "guard_fired" in result.info:  # SCRUB rolled an epoch back: these settings overshoot the budget
-            parts["guard_fired"] = float(bool(result.info["guard_fired"]))
         trial.set_user_attr("parts", parts)
         return outcome.value, parts
 

@@ -14,7 +14,7 @@ from ...methods import get_method, method_parameters
 from ...models import ModelBundle
 from ...models.store import WeightStore, weights_digest
 from ...training import configure_runtime
-from ...tuning.objectives import objective_kind
+from ...tuning.objectives import OBJECTIVE_VERSION, objective_kind
 from ...tuning.settings_file import updated_tuned_settings
 from ...tuning.space import configured_point, describe_space, parse_space
 from ...tuning.study import (
@@ -83,7 +83,8 @@ def tune_method(original: ModelBundle, splits: Splits, training_set: TrainingSet
         # file continues the same studies
         "space": describe_space(space), "base": {k: v for k, v in params_of(method).items() if k not in space},
         "seed": seed,
-        "budget": tuning["max_utility_drop"], "original": weights_digest(original.weights),
+        "budget": tuning["max_utility_drop"], "objective": OBJECTIVE_VERSION,
+        "original": weights_digest(original.weights),
         "forget": forget_set["id"].tolist()})
     study = open_study(name, storage, int(tuning.get("sampler_seed", 0)), bool(tuning.get("pruning", True)))
     if not study.trials:  # trial 0 = the configured settings: tuning never ends worse than them on the objective
