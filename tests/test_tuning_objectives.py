@@ -349,12 +349,15 @@ def test_tuning_outcome_negative_budget():
 # --- a fired guard is over the budget ---
 
 
-def test_a_fired_guard_adds_the_step_penalty_once():
-    inside = selective_objective(20.0, 25.0, 52.0, 11.0, 10.0, 5.0)  # value 5 + 2, feasible
-    fired = guarded(inside, True)
-    assert fired.value == pytest.approx(7.0 + UTILITY_PENALTY) and not fired.feasible
-    assert fired.parts["guard_fired"] == 1.0 and fired.parts["guard_penalty"] == UTILITY_PENALTY
-    quiet = guarded(inside, False)
+def test_a_fired_guard_adds_the_budgets_penalty_for_its_worst_rejected_epoch():
+    inside = selective_objective(20.0, 25.0, 52.0, 11.0, 10.0, 5.0)  # value 5 + 2, feasible (budget: 15%)
+    fired = guarded(inside, [18.0, 21.0], 5.0)  # worst rejected epoch: 21% = 6 points over the budget
+    assert fired.value == pytest.approx(7.0 + UTILITY_PENALTY + 10 * 6.0) and not fired.feasible
+    assert fired.parts["guard_fired"] == 1.0 and fired.parts["guard_penalty"] == pytest.approx(1060.0)
+    at_the_edge = guarded(inside, [15.0], 5.0)  # rejected (by the paired test too) at exactly the budget: the step
+    assert at_the_edge.value == pytest.approx(7.0 + UTILITY_PENALTY)
+    quiet = guarded(inside, [], 5.0)
     assert quiet.value == pytest.approx(7.0) and quiet.feasible and quiet.parts["guard_penalty"] == 0.0
-    over = class_removal_objective(90.0, 20.0, 10.0, 5.0)  # already 1000 + 10*5 over the budget
-    assert guarded(over, True).value == over.value, "a trial already over the budget is not penalised twice"
+    assert quiet.parts["guard_fired"] == 0.0
+    over = class_removal_objective(90.0, 20.0, 10.0, 5.0)  # the final model is already 5 points over the budget
+    assert guarded(over, [30.0], 5.0).value == over.value, "a trial already over the budget is not penalised twice"

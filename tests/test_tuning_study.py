@@ -182,7 +182,7 @@ def test_a_scrub_trial_whose_guard_fired_pays_the_budgets_penalty(digits_origina
     asked.enqueue_trial({"lr": 1e-5})
     aggressive_value, aggressive = objective(asked.ask())
     gentle_value, gentle = objective(asked.ask())
-    assert aggressive["guard_fired"] == 1.0 and aggressive["guard_penalty"] == UTILITY_PENALTY
+    assert aggressive["guard_fired"] == 1.0 and aggressive["guard_penalty"] >= UTILITY_PENALTY
     assert aggressive["utility_penalty"] == 0.0, "the model handed back is within the budget: the guard rolled back"
     assert aggressive["feasible"] == 0.0 and aggressive_value >= UTILITY_PENALTY
     assert gentle["guard_fired"] == 0.0 and gentle["guard_penalty"] == 0.0 and gentle["feasible"] == 1.0

@@ -24,8 +24,9 @@ sampling: it would not make `study.best_trial` respect the constraint.
 
 A method with a **guard** (SCRUB) checks the same budget after every epoch and rolls back an epoch that broke it.
 Its final model is then inside the budget, but only because the guard caught the settings going over it: such a
-trial takes the same step penalty (`guarded`), so settings that stay inside the budget on their own beat any that
-needed the guard, and the guard firing is a safety net rather than part of the tuned recipe.
+trial takes the same penalty (`guarded`), with the excess of the worst epoch the guard rejected, so settings that stay
+inside the budget on their own beat any that needed the guard, trials that needed it still rank by how far over they
+went, and the guard firing is a safety net rather than part of the tuned recipe.
 
 Pure PyTorch/numpy: no Kedro, MLflow or Optuna here.
 """
@@ -170,14 +171,20 @@ def confusion_objective(ic_val_error: float, kept_val_error: float, original_kep
     return Outcome(value=ic_val_error + penalty, parts=parts, feasible=feasible)
 
 
-def guarded(outcome: Outcome, guard_fired: bool) -> Outcome:
-    """`outcome` of a method whose guard fired: over the utility budget (an epoch broke it, the guard rolled it
-    back), so it takes the step penalty unless it already pays one; `guard_penalty` logs what was added."""
-    parts = {**outcome.parts, "guard_fired": float(bool(guard_fired))}
-    if not guard_fired or not outcome.feasible:
+def guarded(outcome: Outcome, rejected_kept_errors: list[float], max_utility_drop: float) -> Outcome:
+    """`outcome` of a method with a guard; `rejected_kept_errors` are the kept-class validation errors of the epochs
+    the guard rejected (empty: it did not fire). A fired guard means an epoch broke the utility budget, so the trial
+    takes the budget's penalty for the worst of them (`utility_penalty` of its excess over the Original's error + the
+    budget), unless it already pays one for its final model; `guard_penalty` logs what was added."""
+    parts = {**outcome.parts, "guard_fired": float(bool(rejected_kept_errors))}
+    if not rejected_kept_errors or not outcome.feasible:
         return Outcome(value=outcome.value, parts={**parts, "guard_penalty": 0.0}, feasible=outcome.feasible)
-    return Outcome(value=outcome.value + UTILITY_PENALTY, parts={**parts, "guard_penalty": UTILITY_PENALTY},
-                   feasible=False)
+    # the guard also asks a paired test to reject an epoch, so a rejected epoch is over the budget; max(.., 0) keeps
+    # the step for one exactly at it
+    penalty, _, _ = utility_penalty(max(rejected_kept_errors), outcome.parts["original_kept_val_error"],
+                                    max_utility_drop)
+    penalty = max(penalty, UTILITY_PENALTY)
+    return Outcome(value=outcome.value + penalty, parts={**parts, "guard_penalty": penalty}, feasible=False)
 
 
 def _kept_error(val_logits: torch.Tensor, task: UnlearningTask) -> float:

@@ -212,8 +212,9 @@ def method_objective(method: str, base_params: Mapping, space: Mapping[str, Dime
         if not result.ok:
             raise TrialFailed(result.failure)
         outcome = score(result.model)
-        if "guard_fired" in result.info:  # SCRUB rolled an epoch back: these settings went over the budget
-            outcome = guarded(outcome, bool(result.info["guard_fired"]))
+        if "guard_fired" in result.info:  # SCRUB: an epoch its guard rolled back went over the budget
+            rejected = [row["val_error_kept"] for row in result.info.get("trajectory", ()) if not row["accepted"]]
+            outcome = guarded(outcome, rejected, max_utility_drop)
         parts = {**outcome.parts, "feasible": float(outcome.feasible), "method_seconds": result.seconds}
         trial.set_user_attr("parts", parts)
         return outcome.value, parts
