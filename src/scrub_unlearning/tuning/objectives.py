@@ -179,8 +179,8 @@ def guarded(outcome: Outcome, rejected_kept_errors: list[float], max_utility_dro
     parts = {**outcome.parts, "guard_fired": float(bool(rejected_kept_errors))}
     if not rejected_kept_errors or not outcome.feasible:
         return Outcome(value=outcome.value, parts={**parts, "guard_penalty": 0.0}, feasible=outcome.feasible)
-    # the guard also asks a paired test to reject an epoch, so a rejected epoch is over the budget; max(.., 0) keeps
-    # the step for one exactly at it
+    # at least the step: the guard may have rejected with its own `max_utility_drop` (a SCRUB parameter), which can
+    # be tighter than the tuning budget
     penalty, _, _ = utility_penalty(max(rejected_kept_errors), outcome.parts["original_kept_val_error"],
                                     max_utility_drop)
     penalty = max(penalty, UTILITY_PENALTY)

@@ -162,17 +162,17 @@ def run_study(study: optuna.Study, n_trials: int, objective: Objective, storage:
 
 
 def _best(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
-    """The complete trial with the lowest objective (a trial whose guard fired already pays the budget's penalty,
-    `objectives.guarded`); ties (many trials reach 100% forgotten-class error) go to a trial whose guard did not
-    fire, then to the lower kept-class validation error, then to the earlier trial."""
+    """The complete trial with the lowest objective (a trial whose guard fired pays the budget's penalty in it,
+    `objectives.guarded`); ties (many trials reach 100% forgotten-class error) go to the lower kept-class
+    validation error, then to the earlier trial."""
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
 
     def part(trial: optuna.trial.FrozenTrial, name: str, missing: float) -> float:
         value = (trial.user_attrs.get("parts") or {}).get(name, missing)
         return value if isinstance(value, (int, float)) and math.isfinite(value) else math.inf
 
-    return (min(complete, key=lambda t: (t.value, part(t, "guard_fired", 0.0), part(t, "kept_val_error", math.inf),
-                                         t.number)) if complete else None)
+    return (min(complete, key=lambda t: (t.value, part(t, "kept_val_error", math.inf), t.number))
+            if complete else None)
 
 
 def _pruning_observer(trial: optuna.Trial, score: Callable[[nn.Module], float], pruning: bool):
