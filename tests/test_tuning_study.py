@@ -122,6 +122,15 @@ def test_a_best_trial_over_the_utility_budget_is_recorded_not_applied():
     assert skipped["settings"] == {} and skipped["provenance"]["applied"] is False
     assert "9.50% against the Original's 2.80% + 5 points" in skipped["provenance"]["reason"]
     assert skipped["provenance"]["best_settings"] == {"lr": 0.03}
+    # a best trial inside the budget at the end, but only because the guard rolled an epoch back, says so
+    guarded_parts = {"feasible": 0.0, "kept_val_error": 4.0, "original_kept_val_error": 2.8, "max_utility_drop": 5.0,
+                     "utility_penalty": 0.0, "guard_fired": 1.0, "guard_epoch": 3.0, "peak_kept_val_error": 11.2}
+    rolled_back = write_tuned_settings({"environment": "base", "tuned": {}}, {
+        "scenario": "up", "method": "scrub", "settings": {"lr": 0.02},
+        "provenance": {"trials": 8, "objective": 1087.0, "parts": guarded_parts}})["scenarios"]["up"]["scrub"]
+    assert rolled_back["settings"] == {} and rolled_back["provenance"]["applied"] is False
+    assert ("ended at 4.00% against the Original's 2.80% + 5 points, but only after the guard rolled back epoch 3, "
+            "which went to 11.20%") in rolled_back["provenance"]["reason"]
     parameters = {"scenarios": {"up": {"application": "up"}}, "tuned": tuned}
     applied = apply_tuned_settings(parameters, "tuned")["scenarios"]["up"]["method_params"]
     assert applied["scrub"] == {"lr": 0.002} and applied.get("neggrad_plus", {}) == {}
@@ -172,3 +181,8 @@ def test_a_scrub_trial_whose_guard_fired_pays_the_budgets_penalty(digits_origina
     assert aggressive["feasible"] == 0.0 and aggressive_value >= UTILITY_PENALTY
     assert gentle["guard_fired"] == 0.0 and gentle["guard_penalty"] == 0.0 and gentle["feasible"] == 1.0
     assert gentle_value < UTILITY_PENALTY < aggressive_value
+    # where the guard caught it, and how far the rolled-back epoch went: over the budget the final model is within
+    assert aggressive["guard_epoch"] >= 1 and math.isnan(gentle["guard_epoch"])
+    budget = aggressive["original_kept_val_error"] + 5.0
+    assert aggressive["peak_kept_val_error"] > budget >= aggressive["kept_val_error"]
+    assert gentle["peak_kept_val_error"] <= gentle["original_kept_val_error"] + 5.0

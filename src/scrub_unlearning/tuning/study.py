@@ -212,9 +212,14 @@ def method_objective(method: str, base_params: Mapping, space: Mapping[str, Dime
         if not result.ok:
             raise TrialFailed(result.failure)
         outcome = score(result.model)
+        trajectory = [row for row in result.info.get("trajectory", ()) if row["epoch"] >= 1]
         if "guard_fired" in result.info:  # SCRUB: an epoch its guard rolled back went over the budget
-            rejected = [row["val_error_kept"] for row in result.info.get("trajectory", ()) if not row["accepted"]]
+            rejected = [row["val_error_kept"] for row in trajectory if not row["accepted"]]
             outcome = guarded(outcome, rejected, max_utility_drop)
+            guard_epoch = result.info.get("guard_epoch")
+            outcome.parts["guard_epoch"] = math.nan if guard_epoch is None else float(guard_epoch)
+        if trajectory:  # the worst epoch, rolled back or not: how close the settings came to the budget on the way
+            outcome.parts["peak_kept_val_error"] = max(float(row["val_error_kept"]) for row in trajectory)
         parts = {**outcome.parts, "feasible": float(outcome.feasible), "method_seconds": result.seconds}
         trial.set_user_attr("parts", parts)
         return outcome.value, parts

@@ -124,6 +124,21 @@ def tune_original(splits: Splits, training_set: TrainingSet, model: dict, traini
                    space)
 
 
+def _infeasible_reason(trials: int, parts: dict) -> str:
+    """Why the best of `trials` trials is over the utility budget: its final model, or an epoch its guard rolled
+    back (the final model is then inside the budget only because the guard caught it)."""
+    nan = float("nan")
+    budget = (f"the Original's {parts.get('original_kept_val_error', nan):.2f}% + "
+              f"{parts.get('max_utility_drop', nan):g} points")
+    if parts.get("guard_fired") == 1.0 and parts.get("utility_penalty", 0.0) == 0.0:
+        epoch = parts.get("guard_epoch", nan)
+        return (f"every trial of {trials} either ended over the kept-class validation budget or needed the guard: "
+                f"the best ended at {parts.get('kept_val_error', nan):.2f}% against {budget}, but only after the "
+                f"guard rolled back epoch {epoch:g}, which went to {parts.get('peak_kept_val_error', nan):.2f}%")
+    return (f"no trial of {trials} kept the kept-class validation error within the budget: the best was "
+            f"{parts.get('kept_val_error', nan):.2f}% against {budget}")
+
+
 def write_tuned_settings(current: dict, *results: dict) -> dict:
     """The new `tuned` block: every study's best settings with provenance over the previous file's (version + 1).
     A study with no complete trial changes nothing. A study whose best trial is over the utility budget writes no
@@ -136,10 +151,7 @@ def write_tuned_settings(current: dict, *results: dict) -> dict:
             continue
         parts = r["provenance"].get("parts") or {}
         if parts.get("feasible", 1.0) == 0.0:
-            reason = (f"no trial of {r['provenance']['trials']} kept the kept-class validation error within the "
-                      f"budget: the best was {parts.get('kept_val_error', float('nan')):.2f}% against the "
-                      f"Original's {parts.get('original_kept_val_error', float('nan')):.2f}% + "
-                      f"{parts.get('max_utility_drop', float('nan')):g} points")
+            reason = _infeasible_reason(r['provenance']['trials'], parts)
             log.warning("tuning %s: %s; its configured settings stay", where, reason)
             entries.append({**r, "settings": {}, "provenance": {**r["provenance"], "applied": False,
                                                                 "reason": reason, "best_settings": r["settings"]}})
