@@ -75,7 +75,7 @@ def test_the_pruning_signal_stops_a_method_instead_of_failing_it(digits_original
                                                          "batch_size": 128}}, {}, {})
     seen = []
 
-    def observer(what, epoch, total, model):
+    def observer(what, epoch, total, model, rejected):
         seen.append((what, epoch, total, model.training))
         if epoch == 2:
             raise StopWork("pruned")
@@ -170,7 +170,7 @@ def test_a_scrub_trial_whose_guard_fired_pays_the_budgets_penalty(digits_origina
     space = parse_space("scrub", {"lr": {"low": 1e-5, "high": 0.05, "log": True}}, get_method("scrub").parameters,
                         "tuning.space.scrub")
     objective = method_objective("scrub", base, space, digits_original, task, CPU, max_utility_drop=5.0, seed=1,
-                                 pruning=False)
+                                 pruning=True)  # reports every epoch (Optuna's default pruner: no pruning this early)
     asked = optuna.create_study(sampler=optuna.samplers.RandomSampler(0))
     asked.enqueue_trial({"lr": 0.05})
     asked.enqueue_trial({"lr": 1e-5})
@@ -186,3 +186,11 @@ def test_a_scrub_trial_whose_guard_fired_pays_the_budgets_penalty(digits_origina
     budget = aggressive["original_kept_val_error"] + 5.0
     assert aggressive["peak_kept_val_error"] > budget >= aggressive["kept_val_error"]
     assert gentle["peak_kept_val_error"] <= gentle["original_kept_val_error"] + 5.0
+    # what the pruner compared: from the epoch the guard fired on, the penalty the trial ends with, not the clean
+    # value of the rolled-back model; before it, and for the gentle trial throughout, the plain objective
+    reported = [t.intermediate_values for t in asked.trials]
+    fired = int(aggressive["guard_epoch"])
+    assert sorted(reported[0]) == sorted(reported[1]) == [1, 2, 3, 4]
+    assert all(v >= UTILITY_PENALTY for epoch, v in reported[0].items() if epoch >= fired)
+    assert all(v < UTILITY_PENALTY for epoch, v in reported[0].items() if epoch < fired)
+    assert all(v < UTILITY_PENALTY for v in reported[1].values())

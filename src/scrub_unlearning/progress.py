@@ -5,7 +5,7 @@ With no reporter installed, `report` does nothing."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 
 Reporter = Callable[[str, int, int], None]
@@ -41,17 +41,21 @@ class StopWork(Exception):  # noqa: N818 - a request, not an error
     a method's exceptions into failed results (methods.runner) lets it through."""
 
 
-EpochObserver = Callable[[str, int, int, object], None]
+EpochObserver = Callable[[str, int, int, object, tuple[float, ...]], None]
 _observers: list[EpochObserver] = []
 
 
-def observe_epoch(what: str, epoch: int, total: int, model) -> None:
+def observe_epoch(what: str, epoch: int, total: int, model, rejected_kept_errors: Sequence[float] = ()) -> None:
     """Epoch `epoch` of `total` of `what` has finished and `model` is its current state (called by the training
-    loops after each epoch; a model in train mode is left in train mode). Observers may raise `StopWork`."""
+    loops after each epoch; a model in train mode is left in train mode). A method with a utility guard passes the
+    kept-class validation errors of the epochs it rolled back so far (`model` is then the last accepted state, so
+    they are the only trace of those epochs). Observers may raise `StopWork`."""
+    rejected = tuple(float(e) for e in rejected_kept_errors)
     for observer in list(_observers):
-        observer(what, int(epoch), int(total), model)
+        observer(what, int(epoch), int(total), model, rejected)
 
 
 def observing_epochs(observer: EpochObserver) -> AbstractContextManager[None]:
-    """Call `observer(what, epoch, total, model)` after every epoch of every training loop inside the block."""
+    """Call `observer(what, epoch, total, model, rejected_kept_errors)` after every epoch of every training loop
+    inside the block."""
     return _listening(_observers, observer)

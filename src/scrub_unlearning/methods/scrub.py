@@ -160,7 +160,8 @@ def unlearn(original: nn.Module, task: UnlearningTask, params: dict, device: tor
                 guard_epoch = epoch
             max_steps_allowed = False
         report("scrub", epoch, epochs)
-        observe_epoch("scrub", epoch, epochs, student)
+        observe_epoch("scrub", epoch, epochs, student,
+                      [row["val_error_kept"] for row in trajectory if not row["accepted"]])
 
     student.eval()
     final_kept, final_forget_view, _ = _guard_view(predict_logits(student, task.val_x, device), task)

@@ -48,9 +48,10 @@ UTILITY_PENALTY = 1000.0
 """Added once when the utility budget is exceeded (plus 10 x the excess in points); above every feasible value."""
 EXCESS_WEIGHT = 10.0
 """Penalty per point of kept-class validation error over the budget."""
-OBJECTIVE_VERSION = 2
-"""Part of every study's name: bumped when what a value means changes (2: a fired guard is over the budget), so a
-stored study is never continued with values computed two ways."""
+OBJECTIVE_VERSION = 3
+"""Part of every study's name: bumped when what a value means changes (2: a fired guard is over the budget; 3: the
+per-epoch values the pruner compares carry that penalty from the epoch the guard fired), so a stored study is never
+continued with values computed two ways."""
 MIA_CHANCE = 50.0
 """The basic MIA's accuracy on members and non-members it cannot tell apart (balanced classes)."""
 

@@ -175,14 +175,16 @@ def _best(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
             if complete else None)
 
 
-def _pruning_observer(trial: optuna.Trial, score: Callable[[nn.Module], float], pruning: bool):
-    """Report the objective after every epoch; stop the trial when the pruner says so."""
-    def observe(what: str, epoch: int, total: int, model: nn.Module) -> None:
+def _pruning_observer(trial: optuna.Trial, score: Callable[[nn.Module, tuple[float, ...]], float], pruning: bool):
+    """Report the objective after every epoch; stop the trial when the pruner says so. `score(model, rejected)` is
+    the objective of the epoch's model given the kept-class errors of the epochs a guard rolled back so far, so a
+    trial whose guard fired reports the penalty it will end with (not the rolled-back model's clean value)."""
+    def observe(what: str, epoch: int, total: int, model: nn.Module, rejected: tuple[float, ...] = ()) -> None:
         if not pruning:
             return
         was_training = model.training
         try:
-            value = float(score(model))
+            value = float(score(model, rejected))
         finally:
             model.train(was_training)
         if math.isfinite(value):
@@ -200,14 +202,15 @@ def method_objective(method: str, base_params: Mapping, space: Mapping[str, Dime
     settings differ), scored by the application's objective. A method that rewinds another reads `rewound`."""
     original_kept = kept_validation_error(original, task, device)
 
-    def score(model: nn.Module):
-        return tuning_outcome(model, task, original_kept, max_utility_drop, seed, device)
+    def score(model: nn.Module, rejected: tuple[float, ...] = ()):
+        outcome = tuning_outcome(model, task, original_kept, max_utility_drop, seed, device)
+        return guarded(outcome, list(rejected), max_utility_drop) if rejected else outcome
 
     def objective(trial: optuna.Trial) -> tuple[float, dict]:
         sampled = suggest(trial, space)
         trial.set_user_attr("settings", sampled)  # as the method reads them (list choices as lists)
         params = check_method_params(method, {**dict(base_params), **sampled})
-        with observing_epochs(_pruning_observer(trial, lambda m: score(m).value, pruning)):
+        with observing_epochs(_pruning_observer(trial, lambda m, rejected: score(m, rejected).value, pruning)):
             result = run_method(method, original, task, params, device, rewound)
         if not result.ok:
             raise TrialFailed(result.failure)
@@ -249,7 +252,7 @@ def original_objective(training_set: TrainingSet, val_x: torch.Tensor, val_y: to
         recipe_keys, model_keys = split_original_settings(sampled)
         recipe = check_training({**dict(base_recipe), **recipe_keys})
         network = initial_model(spec_for(model_keys), seed, training_set.backbone)
-        with observing_epochs(_pruning_observer(trial, score, pruning)):
+        with observing_epochs(_pruning_observer(trial, lambda m, _rejected: score(m), pruning)):
             trained = train_model(network, training_set.x, training_set.labels, recipe, device, seed,
                                   what="tuning the original")
         val_error = score(network)
