@@ -5,6 +5,7 @@ errors; every write bumps the version and keeps the entries it does not replace;
 from __future__ import annotations
 
 import copy
+import json
 
 import pytest
 import yaml
@@ -189,6 +190,16 @@ def test_first_write():
     assert tuned == {"version": 1, "environment": "base", "written": "T1",
                      "scenarios": {"rb_class": {"scrub": {"settings": {"lr": 0.003}, "provenance": {"trials": 6}}}}}
     assert updated_tuned_settings({}, [], "base", "T1")["version"] == 1
+
+
+def test_a_part_that_does_not_apply_is_written_as_null():
+    """NaN marks a part that does not apply (`guard_epoch` when the guard did not fire); the file, and the presets
+    exported from it as strict JSON, hold null instead."""
+    parts = {"guard_epoch": float("nan"), "mia_distance": float("inf"), "kept_val_error": 26.4}
+    tuned = updated_tuned_settings(None, [_result("up", "scrub", {"lr": 3e-4}, parts=parts)], "base", "T1")
+    assert tuned["scenarios"]["up"]["scrub"]["provenance"]["parts"] == {"guard_epoch": None, "mia_distance": None,
+                                                                         "kept_val_error": 26.4}
+    json.dumps(tuned, allow_nan=False)
 
 
 def test_version_increments_and_entries_are_kept_or_replaced():

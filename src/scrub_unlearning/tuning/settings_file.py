@@ -11,6 +11,7 @@ can always name the version it used.
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -101,11 +102,14 @@ def apply_tuned_settings(parameters: Mapping, source: str | None = None) -> dict
 
 def _plain(value: Any) -> Any:
     """`value` as YAML-safe plain data: mappings as dicts with string keys, tuples as lists, numpy scalars as
-    Python numbers."""
+    Python numbers, and a non-finite number (a part that does not apply, e.g. `guard_epoch` when the guard did not
+    fire) as null, which YAML and strict JSON (the exported presets) read alike."""
     if isinstance(value, Mapping):
         return {str(key): _plain(item) for key, item in value.items()}
     if isinstance(value, (list, tuple)):
         return [_plain(item) for item in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
     if hasattr(value, "item"):  # a numpy scalar
