@@ -179,7 +179,7 @@ def _pruning_observer(trial: optuna.Trial, score: Callable[[nn.Module, tuple[flo
     """Report the objective after every epoch; stop the trial when the pruner says so. `score(model, rejected)` is
     the objective of the epoch's model given the kept-class errors of the epochs a guard rolled back so far, so a
     trial whose guard fired reports the penalty it will end with (not the rolled-back model's clean value)."""
-    def observe(what: str, epoch: int, total: int, model: nn.Module, rejected: tuple[float, ...] = ()) -> None:
+    def observe(what: str, epoch: int, total: int, model: nn.Module, rejected: tuple[float, ...]) -> None:
         if not pruning:
             return
         was_training = model.training
@@ -216,14 +216,15 @@ def method_objective(method: str, base_params: Mapping, space: Mapping[str, Dime
             raise TrialFailed(result.failure)
         outcome = score(result.model)
         trajectory = [row for row in result.info.get("trajectory", ()) if row["epoch"] >= 1]
+        extra = {}
         if "guard_fired" in result.info:  # SCRUB: an epoch its guard rolled back went over the budget
             rejected = [row["val_error_kept"] for row in trajectory if not row["accepted"]]
             outcome = guarded(outcome, rejected, max_utility_drop)
             guard_epoch = result.info.get("guard_epoch")
-            outcome.parts["guard_epoch"] = math.nan if guard_epoch is None else float(guard_epoch)
+            extra["guard_epoch"] = math.nan if guard_epoch is None else float(guard_epoch)
         if trajectory:  # the worst epoch, rolled back or not: how close the settings came to the budget on the way
-            outcome.parts["peak_kept_val_error"] = max(float(row["val_error_kept"]) for row in trajectory)
-        parts = {**outcome.parts, "feasible": float(outcome.feasible), "method_seconds": result.seconds}
+            extra["peak_kept_val_error"] = max(float(row["val_error_kept"]) for row in trajectory)
+        parts = {**outcome.parts, **extra, "feasible": float(outcome.feasible), "method_seconds": result.seconds}
         trial.set_user_attr("parts", parts)
         return outcome.value, parts
 
