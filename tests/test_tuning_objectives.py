@@ -361,3 +361,20 @@ def test_a_fired_guard_adds_the_budgets_penalty_for_its_worst_rejected_epoch():
     assert quiet.parts["guard_fired"] == 0.0
     over = class_removal_objective(90.0, 20.0, 10.0, 5.0)  # the final model is already 5 points over the budget
     assert guarded(over, [30.0], 5.0).value == over.value, "a trial already over the budget is not penalised twice"
+
+
+def test_an_epoch_over_the_budget_the_guard_let_pass_pays_the_same_penalty():
+    """The guard's paired test may let a rise over the bound pass on one forget set and reject it on another: the
+    tuning objective counts every epoch the trial went through, so an accepted epoch over the budget is penalised
+    like a rejected one (by its own excess), while accepted epochs inside the budget cost nothing."""
+    inside = selective_objective(20.0, 25.0, 52.0, 11.0, 10.0, 5.0)  # value 7, feasible (budget: 15%)
+    passed = guarded(inside, [], 5.0, [12.0, 17.5, 13.0])  # epoch 2 at 17.5% = 2.5 points over, accepted
+    assert passed.value == pytest.approx(7.0 + UTILITY_PENALTY + 10 * 2.5) and not passed.feasible
+    assert passed.parts["guard_fired"] == 0.0 and passed.parts["passed_over_budget"] == 1.0
+    assert passed.parts["guard_penalty"] == pytest.approx(1025.0)
+    calm = guarded(inside, [], 5.0, [12.0, 15.0, 11.0])  # at most at the budget: nothing added
+    assert calm.value == pytest.approx(7.0) and calm.feasible and calm.parts["passed_over_budget"] == 0.0
+    # a rejected and a passed epoch: the larger of the two penalties, once
+    both = guarded(inside, [16.0], 5.0, [18.0])
+    assert both.value == pytest.approx(7.0 + UTILITY_PENALTY + 10 * 3.0)
+    assert guarded(inside, [21.0], 5.0, [16.0]).value == pytest.approx(7.0 + UTILITY_PENALTY + 10 * 6.0)

@@ -8,10 +8,12 @@ import math
 import optuna
 import pytest
 import torch
+from conftest import LookupModel
 
+from scrub_unlearning.data import UnlearningTask
 from scrub_unlearning.methods import get_method, method_parameters
-from scrub_unlearning.methods.runner import run_method
-from scrub_unlearning.progress import StopWork, observing_epochs
+from scrub_unlearning.methods.runner import MethodResult, run_method
+from scrub_unlearning.progress import StopWork, observe_epoch, observing_epochs
 from scrub_unlearning.tuning.objectives import UTILITY_PENALTY
 from scrub_unlearning.tuning.space import parse_space
 from scrub_unlearning.tuning.study import TrialFailed, method_objective, open_study, run_study
@@ -131,6 +133,12 @@ def test_a_best_trial_over_the_utility_budget_is_recorded_not_applied():
     assert rolled_back["settings"] == {} and rolled_back["provenance"]["applied"] is False
     assert ("ended at 4.00% against the Original's 2.80% + 5 points, but only after the guard rolled back epoch 3, "
             "which went to 11.20%") in rolled_back["provenance"]["reason"]
+    passed_parts = {**guarded_parts, "guard_fired": 0.0, "guard_epoch": math.nan, "passed_over_budget": 1.0}
+    passed = write_tuned_settings({"environment": "base", "tuned": {}}, {
+        "scenario": "up", "method": "scrub", "settings": {"lr": 0.02},
+        "provenance": {"trials": 8, "objective": 1034.0, "parts": passed_parts}})["scenarios"]["up"]["scrub"]
+    assert passed["settings"] == {} and ("ended at 4.00% against the Original's 2.80% + 5 points, but an epoch the "
+                                         "guard let pass went to 11.20%") in passed["provenance"]["reason"]
     parameters = {"scenarios": {"up": {"application": "up"}}, "tuned": tuned}
     applied = apply_tuned_settings(parameters, "tuned")["scenarios"]["up"]["method_params"]
     assert applied["scrub"] == {"lr": 0.002} and applied.get("neggrad_plus", {}) == {}
@@ -194,3 +202,60 @@ def test_a_scrub_trial_whose_guard_fired_pays_the_budgets_penalty(digits_origina
     assert all(v >= UTILITY_PENALTY for epoch, v in reported[0].items() if epoch >= fired)
     assert all(v < UTILITY_PENALTY for epoch, v in reported[0].items() if epoch < fired)
     assert all(v < UTILITY_PENALTY for v in reported[1].values())
+
+
+class _Predicts(torch.nn.Module):
+    """Predicts one fixed class for every image (a model that lost the kept classes)."""
+
+    def __init__(self, label: int, num_classes: int = 3):
+        super().__init__()
+        self.logits = torch.nn.Parameter(torch.nn.functional.one_hot(torch.tensor(label), num_classes).float() * 10)
+
+    def forward(self, x):
+        return self.logits.expand(len(x), -1)
+
+
+@pytest.mark.parametrize("guard", [5.0, None])
+def test_an_epoch_the_guard_let_pass_over_the_budget_counts_against_the_trial(monkeypatch, guard):
+    """A SCRUB trial whose first epoch lost the kept classes (accepted: the guard's test let it pass) and whose second
+    recovered them: the model handed back is inside the budget, but with the guard on the trial pays the budget's
+    penalty, and from the epoch that went over so do the values the pruner compares. Without a guard only the final
+    model counts (the path is not part of what the user gets)."""
+    labels = [0, 0, 1, 1, 2, 2]
+    images = torch.zeros(len(labels), 1, 2, 2, dtype=torch.uint8)
+    images[:, 0, 0, 0] = torch.tensor(labels, dtype=torch.uint8)
+    task = UnlearningTask(application="rb_class", retain_x=images[:4], retain_y=torch.tensor(labels[:4]),
+                          forget_x=images[4:], forget_y=torch.tensor(labels[4:]), val_x=images,
+                          val_y=torch.tensor(labels), num_classes=3, kept_classes=(0, 1), forget_classes=(2,), seed=0,
+                          swap={})
+    original, lost, recovered = LookupModel(3), _Predicts(2), _Predicts(0)  # kept-class error 0%, 100%, 50%
+
+    def two_epochs(method, original_, task_, params, device, rewound=None):
+        observe_epoch("scrub", 1, 2, lost, ())
+        observe_epoch("scrub", 2, 2, recovered, ())
+        trajectory = [{"epoch": 0, "val_error_kept": 0.0, "accepted": True},
+                      {"epoch": 1, "val_error_kept": 100.0, "accepted": True},
+                      {"epoch": 2, "val_error_kept": 50.0, "accepted": True}]
+        return MethodResult(method, recovered, info={"trajectory": trajectory, "guard_fired": False,
+                                                      "guard_epoch": None})
+
+    monkeypatch.setattr("scrub_unlearning.tuning.study.run_method", two_epochs)
+    base = dict(optimizer="adam", lr=1e-3, weight_decay=0.0, gamma=1.0, alpha=0.5, temperature=2.0, msteps=1, epochs=2,
+                lr_decay_epochs=[], retain_batch=4, forget_batch=2, max_utility_drop=guard)
+    space = parse_space("scrub", {"lr": {"low": 1e-4, "high": 1e-2, "log": True}}, get_method("scrub").parameters,
+                        "tuning.space.scrub")
+    # budget 60 points: the final model (50%) is inside, epoch 1 (100%) is 40 points over
+    objective = method_objective("scrub", base, space, original, task, CPU, max_utility_drop=60.0, seed=0)
+    asked = optuna.create_study()
+    trial = asked.ask()
+    value, parts = objective(trial)
+    reported = asked.trials[0].intermediate_values
+    assert parts["kept_val_error"] == pytest.approx(50.0) and parts["utility_penalty"] == 0.0
+    if guard is None:
+        assert value == pytest.approx(0.0) and parts["feasible"] == 1.0  # forgotten class: 100% error
+        assert reported[2] == pytest.approx(0.0)
+    else:
+        assert parts["passed_over_budget"] == 1.0 and parts["guard_fired"] == 0.0 and parts["feasible"] == 0.0
+        assert value == pytest.approx(UTILITY_PENALTY + 10 * 40.0)
+        assert parts["peak_kept_val_error"] == pytest.approx(100.0)
+        assert reported[1] >= UTILITY_PENALTY and reported[2] == pytest.approx(value), "the pruner sees it too"

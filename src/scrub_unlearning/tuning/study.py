@@ -32,7 +32,7 @@ from ..pretraining import initial_model
 from ..progress import StopWork, observing_epochs
 from ..training import error_percent, predict_logits, train_model
 from ..validation import check_training
-from .objectives import guarded, kept_validation_error, tuning_outcome
+from .objectives import Outcome, guarded, kept_validation_error, tuning_outcome
 from .settings_file import ORIGINAL_MODEL_KEYS
 from .space import Dimension, suggest
 
@@ -178,7 +178,8 @@ def _best(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
 def _pruning_observer(trial: optuna.Trial, score: Callable[[nn.Module, tuple[float, ...]], float], pruning: bool):
     """Report the objective after every epoch; stop the trial when the pruner says so. `score(model, rejected)` is
     the objective of the epoch's model given the kept-class errors of the epochs a guard rolled back so far, so a
-    trial whose guard fired reports the penalty it will end with (not the rolled-back model's clean value)."""
+    trial whose guard fired (or let an epoch over the budget pass) reports the penalty it will end with, not the
+    clean value of the model it rolled back to or recovered into."""
     def observe(what: str, epoch: int, total: int, model: nn.Module, rejected: tuple[float, ...]) -> None:
         if not pruning:
             return
@@ -202,24 +203,35 @@ def method_objective(method: str, base_params: Mapping, space: Mapping[str, Dime
     settings differ), scored by the application's objective. A method that rewinds another reads `rewound`."""
     original_kept = kept_validation_error(original, task, device)
 
-    def score(model: nn.Module, rejected: tuple[float, ...] = ()):
-        outcome = tuning_outcome(model, task, original_kept, max_utility_drop, seed, device)
-        return guarded(outcome, list(rejected), max_utility_drop) if rejected else outcome
+    def score(model: nn.Module) -> Outcome:
+        return tuning_outcome(model, task, original_kept, max_utility_drop, seed, device)
 
     def objective(trial: optuna.Trial) -> tuple[float, dict]:
         sampled = suggest(trial, space)
         trial.set_user_attr("settings", sampled)  # as the method reads them (list choices as lists)
         params = check_method_params(method, {**dict(base_params), **sampled})
-        with observing_epochs(_pruning_observer(trial, lambda m, rejected: score(m, rejected).value, pruning)):
+        has_guard = params.get("max_utility_drop") is not None  # SCRUB with its guard on (objectives.guarded)
+        accepted_so_far: list[float] = []  # kept-class errors of the models the observer saw (accepted epochs)
+
+        def epoch_value(model: nn.Module, rejected: tuple[float, ...]) -> float:
+            outcome = score(model)
+            if not has_guard:
+                return outcome.value
+            # after a rejected epoch `model` is the last accepted one, already seen (or the Original): no harm
+            accepted_so_far.append(outcome.parts["kept_val_error"])
+            return guarded(outcome, rejected, max_utility_drop, accepted_so_far).value
+
+        with observing_epochs(_pruning_observer(trial, epoch_value, pruning)):
             result = run_method(method, original, task, params, device, rewound)
         if not result.ok:
             raise TrialFailed(result.failure)
         outcome = score(result.model)
         trajectory = [row for row in result.info.get("trajectory", ()) if row["epoch"] >= 1]
         extra = {}
-        if "guard_fired" in result.info:  # SCRUB: an epoch its guard rolled back went over the budget
+        if has_guard and "guard_fired" in result.info:  # SCRUB: every epoch it went through counts (guarded)
             rejected = [row["val_error_kept"] for row in trajectory if not row["accepted"]]
-            outcome = guarded(outcome, rejected, max_utility_drop)
+            accepted = [row["val_error_kept"] for row in trajectory if row["accepted"]]
+            outcome = guarded(outcome, rejected, max_utility_drop, accepted)
             guard_epoch = result.info.get("guard_epoch")
             extra["guard_epoch"] = math.nan if guard_epoch is None else float(guard_epoch)
         if trajectory:  # the worst epoch, rolled back or not: how close the settings came to the budget on the way

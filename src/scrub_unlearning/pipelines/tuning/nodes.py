@@ -125,8 +125,9 @@ def tune_original(splits: Splits, training_set: TrainingSet, model: dict, traini
 
 
 def _infeasible_reason(trials: int, parts: dict) -> str:
-    """Why the best of `trials` trials is over the utility budget: its final model, or an epoch its guard rolled
-    back (the final model is then inside the budget only because the guard caught it)."""
+    """Why the best of `trials` trials is over the utility budget: its final model, an epoch its guard rolled back
+    (the final model is then inside the budget only because the guard caught it), or an epoch over the budget the
+    guard let pass."""
     nan = float("nan")
     budget = (f"the Original's {parts.get('original_kept_val_error', nan):.2f}% + "
               f"{parts.get('max_utility_drop', nan):g} points")
@@ -135,6 +136,10 @@ def _infeasible_reason(trials: int, parts: dict) -> str:
         return (f"every trial of {trials} either ended over the kept-class validation budget or needed the guard: "
                 f"the best ended at {parts.get('kept_val_error', nan):.2f}% against {budget}, but only after the "
                 f"guard rolled back epoch {epoch:g}, which went to {parts.get('peak_kept_val_error', nan):.2f}%")
+    if parts.get("passed_over_budget") == 1.0 and parts.get("utility_penalty", 0.0) == 0.0:
+        return (f"every trial of {trials} ended over the kept-class validation budget or went over it on the way: "
+                f"the best ended at {parts.get('kept_val_error', nan):.2f}% against {budget}, but an epoch the "
+                f"guard let pass went to {parts.get('peak_kept_val_error', nan):.2f}%")
     return (f"no trial of {trials} kept the kept-class validation error within the budget: the best was "
             f"{parts.get('kept_val_error', nan):.2f}% against {budget}")
 
