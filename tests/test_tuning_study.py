@@ -253,6 +253,7 @@ def test_an_epoch_the_guard_let_pass_over_the_budget_counts_against_the_trial(mo
     assert parts["kept_val_error"] == pytest.approx(50.0) and parts["utility_penalty"] == 0.0
     if guard is None:
         assert value == pytest.approx(0.0) and parts["feasible"] == 1.0  # forgotten class: 100% error
+        assert parts["guard_fired"] == 0.0 and parts["passed_over_budget"] == 0.0
         assert reported[2] == pytest.approx(0.0)
     else:
         assert parts["passed_over_budget"] == 1.0 and parts["guard_fired"] == 0.0 and parts["feasible"] == 0.0

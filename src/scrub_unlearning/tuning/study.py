@@ -228,9 +228,9 @@ def method_objective(method: str, base_params: Mapping, space: Mapping[str, Dime
         outcome = score(result.model)
         trajectory = [row for row in result.info.get("trajectory", ()) if row["epoch"] >= 1]
         extra = {}
-        if has_guard and "guard_fired" in result.info:  # SCRUB: every epoch it went through counts (guarded)
+        if "guard_fired" in result.info:  # SCRUB: with its guard on, every epoch it went through counts (guarded)
             rejected = [row["val_error_kept"] for row in trajectory if not row["accepted"]]
-            accepted = [row["val_error_kept"] for row in trajectory if row["accepted"]]
+            accepted = [row["val_error_kept"] for row in trajectory if row["accepted"]] if has_guard else []
             outcome = guarded(outcome, rejected, max_utility_drop, accepted)
             guard_epoch = result.info.get("guard_epoch")
             extra["guard_epoch"] = math.nan if guard_epoch is None else float(guard_epoch)
