@@ -17,6 +17,7 @@ from scrub_unlearning.tuning.objectives import (
     UTILITY_PENALTY,
     Outcome,
     class_removal_objective,
+    combined,
     confusion_objective,
     guarded,
     kept_validation_error,
@@ -155,6 +156,40 @@ def test_any_feasible_beats_any_infeasible():
     # infeasible trials with the same ingredients rank by how far over the budget they are
     over = [class_removal_objective(50.0, kept, 10.0, 5.0).value for kept in (16.0, 20.0, 40.0)]
     assert over == sorted(over) and len(set(over)) == 3
+
+
+# --- several tuning tasks (tuning.num_seeds) ---
+
+
+def test_combined_is_the_mean_without_penalties_plus_the_largest_penalty():
+    # three seeds of rb_class: original kept error 20%, budget 5 points; the third went 2 points over it
+    seeds = [class_removal_objective(90.0, 22.0, 20.0, 5.0), class_removal_objective(100.0, 24.0, 20.0, 5.0),
+             class_removal_objective(70.0, 27.0, 20.0, 5.0)]
+    outcome = combined(seeds)
+    clean_mean = ((100 - 90) + (100 - 100) + (100 - 70)) / 3  # 13.33...
+    assert outcome.value == pytest.approx(clean_mean + UTILITY_PENALTY + 10 * 2.0)
+    assert not outcome.feasible and outcome.parts["tasks"] == 3.0
+    assert outcome.parts["penalty"] == pytest.approx(UTILITY_PENALTY + 20.0)
+    assert outcome.parts["kept_val_error"] == pytest.approx((22 + 24 + 27) / 3)
+    assert outcome.parts["kept_val_error_worst"] == pytest.approx(27.0)
+    assert outcome.parts["forgotten_val_error"] == pytest.approx((90 + 100 + 70) / 3)
+
+
+def test_combined_feasible_only_when_every_task_is_and_one_task_is_itself():
+    inside = [selective_objective(20.0, 24.0, 55.0, 30.0, 28.0, 5.0), selective_objective(26.0, 24.0, 47.0, 31.0,
+                                                                                           28.0, 5.0)]
+    outcome = combined(inside)
+    assert outcome.feasible and outcome.value == pytest.approx(((4 + 5) + (2 + 3)) / 2)
+    assert outcome.parts["penalty"] == 0.0 and "kept_val_error_worst" not in outcome.parts
+    # guarded: a guard that fired on one task makes the trial infeasible; its parts say on what fraction it fired
+    fired = guarded(inside[1], [40.0], 5.0)
+    both = combined([guarded(inside[0], [], 5.0), fired])
+    assert not both.feasible and both.parts["guard_fired"] == pytest.approx(0.5)
+    assert both.value == pytest.approx((9 + 5) / 2 + fired.parts["guard_penalty"])
+    assert both.value > max(o.value for o in inside), "any feasible beats any infeasible, over tasks too"
+    assert combined(inside[:1]) == inside[0]
+    with pytest.raises(ValueError, match="at least one"):
+        combined([])
 
 
 def test_objectives_cover_the_applications():

@@ -16,7 +16,7 @@ from scrub_unlearning.methods.runner import MethodResult, run_method
 from scrub_unlearning.progress import StopWork, observe_epoch, observing_epochs
 from scrub_unlearning.tuning.objectives import UTILITY_PENALTY
 from scrub_unlearning.tuning.space import parse_space
-from scrub_unlearning.tuning.study import TrialFailed, method_objective, open_study, run_study
+from scrub_unlearning.tuning.study import TrialFailed, TuningTask, method_objective, open_study, run_study
 
 CPU = torch.device("cpu")
 
@@ -95,8 +95,8 @@ def test_a_real_study_on_digits_prefers_settings_that_forget(tmp_path, digits_or
     base = {"optimizer": "sgd", "lr": 1e-3, "momentum": 0.9, "weight_decay": 5e-4, "epochs": 3, "batch_size": 64}
     space = parse_space("neggrad", {"lr": {"low": 1e-5, "high": 1e-2, "log": True}},
                         get_method("neggrad").parameters, "tuning.space.neggrad")
-    objective = method_objective("neggrad", base, space, digits_original, task, CPU, max_utility_drop=5.0, seed=1,
-                                 pruning=False)
+    objective = method_objective("neggrad", base, space, [TuningTask(digits_original, task, 1)], CPU,
+                                 max_utility_drop=5.0, pruning=False)
     storage = f"sqlite:///{tmp_path / 'studies.db'}"
     outcome = run_study(open_study("neggrad", storage, 0, pruning=False), 6, objective, storage)
     assert outcome.complete == 6 and outcome.best_parts["feasible"] == 1.0
@@ -177,8 +177,8 @@ def test_a_scrub_trial_whose_guard_fired_pays_the_budgets_penalty(digits_origina
                 msteps=4, epochs=4, lr_decay_epochs=[], retain_batch=256, forget_batch=8, max_utility_drop=5.0)
     space = parse_space("scrub", {"lr": {"low": 1e-5, "high": 0.05, "log": True}}, get_method("scrub").parameters,
                         "tuning.space.scrub")
-    objective = method_objective("scrub", base, space, digits_original, task, CPU, max_utility_drop=5.0, seed=1,
-                                 pruning=True)  # reports every epoch (Optuna's default pruner: no pruning this early)
+    objective = method_objective("scrub", base, space, [TuningTask(digits_original, task, 1)], CPU,
+                                 max_utility_drop=5.0, pruning=True)  # reports every epoch (no pruning this early)
     asked = optuna.create_study(sampler=optuna.samplers.RandomSampler(0))
     asked.enqueue_trial({"lr": 0.05})
     asked.enqueue_trial({"lr": 1e-5})
@@ -245,7 +245,7 @@ def test_an_epoch_the_guard_let_pass_over_the_budget_counts_against_the_trial(mo
     space = parse_space("scrub", {"lr": {"low": 1e-4, "high": 1e-2, "log": True}}, get_method("scrub").parameters,
                         "tuning.space.scrub")
     # budget 60 points: the final model (50%) is inside, epoch 1 (100%) is 40 points over
-    objective = method_objective("scrub", base, space, original, task, CPU, max_utility_drop=60.0, seed=0)
+    objective = method_objective("scrub", base, space, [TuningTask(original, task, 0)], CPU, max_utility_drop=60.0)
     asked = optuna.create_study()
     trial = asked.ask()
     value, parts = objective(trial)
@@ -260,3 +260,54 @@ def test_an_epoch_the_guard_let_pass_over_the_budget_counts_against_the_trial(mo
         assert value == pytest.approx(UTILITY_PENALTY + 10 * 40.0)
         assert parts["peak_kept_val_error"] == pytest.approx(100.0)
         assert reported[1] >= UTILITY_PENALTY and reported[2] == pytest.approx(value), "the pruner sees it too"
+
+
+def _three_class_task(seed: int) -> UnlearningTask:
+    labels = [0, 0, 1, 1, 2, 2]
+    images = torch.zeros(len(labels), 1, 2, 2, dtype=torch.uint8)
+    images[:, 0, 0, 0] = torch.tensor(labels, dtype=torch.uint8)
+    return UnlearningTask(application="rb_class", retain_x=images[:4], retain_y=torch.tensor(labels[:4]),
+                          forget_x=images[4:], forget_y=torch.tensor(labels[4:]), val_x=images,
+                          val_y=torch.tensor(labels), num_classes=3, kept_classes=(0, 1), forget_classes=(2,),
+                          seed=seed, swap={})
+
+
+def test_a_trial_on_several_tuning_seeds_is_scored_on_all_and_stops_at_the_first_over_budget(monkeypatch):
+    """Two tuning seeds (tuning.num_seeds 2): a trial runs the method on each seed's task and its value is the mean
+    of their objectives (`objectives.combined`); the pruner sees the first seed's epochs only; a trial over the
+    budget on the first seed is not run on the second."""
+    tasks = [TuningTask(LookupModel(3), _three_class_task(101), 101),
+             TuningTask(LookupModel(3), _three_class_task(102), 102)]
+    ran = []
+
+    def one_epoch(method, original, task, params, device, rewound=None):
+        # lr 1e-3: seed 101 forgets the class (predicts 0: forgotten 100%, kept 50%), seed 102 leaves it untouched;
+        # lr 1e-2: seed 101 loses every kept class too (predicts 2: kept 100%)
+        ran.append(task.seed)
+        if task.seed == 101:
+            model = _Predicts(0) if params["lr"] < 5e-3 else _Predicts(2)
+        else:
+            model = original
+        observe_epoch(method, 1, 1, model, ())
+        return MethodResult(method, model, info={})
+
+    monkeypatch.setattr("scrub_unlearning.tuning.study.run_method", one_epoch)
+    base = {"optimizer": "sgd", "lr": 1e-3, "momentum": 0.9, "weight_decay": 0.0, "epochs": 1, "batch_size": 2}
+    space = parse_space("neggrad", {"lr": {"low": 1e-4, "high": 1e-1, "log": True}}, get_method("neggrad").parameters,
+                        "tuning.space.neggrad")
+    objective = method_objective("neggrad", base, space, tasks, CPU, max_utility_drop=60.0)  # budget: 0% + 60
+    asked = optuna.create_study()
+    asked.enqueue_trial({"lr": 1e-3})
+    asked.enqueue_trial({"lr": 1e-2})
+    value, parts = objective(asked.ask())
+    assert ran == [101, 102] and parts["tasks"] == 2.0 and parts["feasible"] == 1.0
+    assert value == pytest.approx(((100 - 100) + (100 - 0)) / 2), "the mean of the seeds' objectives"
+    assert parts["forgotten_val_error"] == pytest.approx(50.0) and parts["kept_val_error"] == pytest.approx(25.0)
+    assert asked.trials[0].intermediate_values == {1: pytest.approx(0.0)}, "the first seed's epoch only"
+
+    ran.clear()
+    value, parts = objective(asked.ask())
+    assert ran == [101], "over the budget on the first seed: infeasible whatever the second gives"
+    assert parts["tasks"] == 1.0 and parts["feasible"] == 0.0
+    # it predicts the forgotten class for everything: 0% forgotten-class error, kept 100% (40 points over)
+    assert value == pytest.approx((100.0 - 0.0) + UTILITY_PENALTY + 10 * (100.0 - 60.0))

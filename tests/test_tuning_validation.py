@@ -66,3 +66,36 @@ def test_bad_search_spaces_are_named(base_parameters, space, expected):
 def test_method_params_source_is_config_or_tuned(base_parameters):
     with pytest.raises(ValueError, match="method_params_source"):
         check_run_config({**base_parameters, "method_params_source": "best"})
+
+
+def test_every_tuning_seed_is_kept_out_of_seeds(base_parameters):
+    """tuning.num_seeds: the tuning seeds are seed, seed+1, ...; none of them may be an evaluated seed."""
+    tuning = {**base_parameters["tuning"], "seed": 101, "num_seeds": 3}
+    scenarios, methods = base_parameters["scenarios"], base_parameters["methods"]
+    assert check_tuning_config(tuning, scenarios, methods, [1, 2, 3])["num_seeds"] == 3
+    with pytest.raises(ValueError, match=r"tuning.seed.*tuning.num_seeds 3: tuning seeds \[101, 102, 103\]"):
+        check_tuning_config(tuning, scenarios, methods, [1, 103])
+    with pytest.raises(ValueError, match=r"tuning.num_seeds"):
+        check_tuning_config({**tuning, "num_seeds": 0}, scenarios, methods, [1])
+    assert check_tuning_config(base_parameters["tuning"], scenarios, methods, [1])["num_seeds"] == 1, "the default"
+
+
+def test_a_study_on_several_tuning_seeds_reads_each_seeds_original_and_forget_set():
+    from scrub_unlearning.pipeline_registry import create_pipelines
+
+    scenarios = {"up": {"application": "up", "training_set": "clean", "forget": {"class_id": 5, "size": 30}},
+                 "rc": {"application": "rc", "training_set": "rc_confused"}}
+    sets = {"clean": {}, "rc_confused": {"confuse": {"classes": [3, 8], "size": 40}}}
+    tune = create_pipelines(scenarios, sets, ["scrub"], [1, 2], None, None,
+                            {"seed": 101, "num_seeds": 2, "methods": ["scrub"]})["tune"]
+    names = {n.name: n for n in tune.nodes}
+    for seed in (101, 102):
+        assert f"clean.seed_{seed}.train_original" in names and f"rc_confused.seed_{seed}.train_original" in names
+        assert f"tune_up.seed_{seed}.make_forget_set" in names
+    assert "tune_up.seed_102.tune_scrub" not in names, "one study per (scenario, method), on both seeds"
+    study = names["tune_rc.seed_101.tune_scrub"]
+    assert [i for i in study.inputs if "seed_" in i] == [
+        "rc_confused.seed_101.original_model", "rc_confused.seed_101.training_set", "tune_rc.seed_101.forget_set",
+        "rc_confused.seed_102.original_model", "rc_confused.seed_102.training_set", "tune_rc.seed_102.forget_set"]
+    assert not any(n.endswith((".seed_1.train_original", ".seed_2.train_original")) for n in names), \
+        "never an evaluated seed's Original"

@@ -88,15 +88,16 @@ def create_pipelines(scenario_configs: dict, training_sets: dict, methods: list[
 
 def _tuning_pipelines(scenario_configs: dict, methods: list[str], tuning_config: dict, ingest: Pipeline,
                       all_tags: list[str]) -> dict[str, Pipeline]:
-    seed = int(tuning_config["seed"])
+    seeds = tuning.tuning_seeds(tuning_config)
+    seed = seeds[0]
     tuned = {name: scenario_configs[name] for name in (tuning_config.get("applications") or scenario_configs)}
     tuned_methods = [m for m in (tuning_config.get("methods") or methods)
                      if m in METHODS and METHODS[m].parameters]  # as validation.check_tuning_config
     training_sets = sorted({s.get("training_set", "clean") for s in tuned.values()})
-    originals_of_seed = _concat(originals.create_pipeline(ts, seed, all_tags) for ts in training_sets)
+    originals_of_seed = _concat(originals.create_pipeline(ts, s, all_tags) for ts in training_sets for s in seeds)
     clean_set = originals.create_pipeline("clean", seed, all_tags).to_outputs(f"{seeded_name('clean', seed)}"
                                                                                ".training_set")
-    return {"tune": ingest + originals_of_seed + tuning.create_pipeline(tuned, tuned_methods, seed),
+    return {"tune": ingest + originals_of_seed + tuning.create_pipeline(tuned, tuned_methods, seeds),
             "tune_original": ingest + clean_set + tuning.create_original_pipeline(seed)}
 
 

@@ -121,6 +121,8 @@ ORIGINAL_TUNABLE_PARAMETERS: dict[str, Param] = {**TRAINING_PARAMETERS, "width":
 TUNING_PARAMETERS: dict[str, Param] = {
     "n_trials": Param("int", REQUIRED, low=1, help="finished trials per study (every method gets the same)"),
     "seed": Param("int", REQUIRED, low=1, help="seed of the tuning forget sets and Original; never one of `seeds`"),
+    "num_seeds": Param("int", 1, low=1, help="tuning seeds a trial is scored on: seed, seed+1, ... (each its own "
+                                             "Original and forget set; the objective is combined over them)"),
     "max_utility_drop": Param("float", 5.0, low=0.0, help="utility budget: kept-class validation error points the "
                                                           "unlearned model may lose against the Original"),
     "sampler_seed": Param("int", 0, low=0, help="seed of the TPE sampler"),
@@ -307,9 +309,12 @@ def check_tuning_config(tuning, scenarios: Mapping, methods: list, seeds: list[i
     from .tuning.space import parse_space  # tuning.space imports only parameters
 
     checked = _block("tuning", tuning, TUNING_PARAMETERS, TUNING_NESTED)
-    if checked["seed"] in seeds:
+    tuning_seeds = [checked["seed"] + k for k in range(checked["num_seeds"])]
+    if set(tuning_seeds) & set(seeds):
         raise ValueError(f"parameter 'tuning.seed' must not be one of seeds {seeds} (the settings would be fit to "
-                         f"the examples they are scored on), got {checked['seed']}")
+                         f"the examples they are scored on), got {checked['seed']}"
+                         + (f" with tuning.num_seeds {checked['num_seeds']}: tuning seeds {tuning_seeds}"
+                            if checked["num_seeds"] > 1 else ""))
     tunable = [m for m in METHODS if METHODS[m].parameters]  # SCRUB+R has none: it rewinds SCRUB's trajectory
     chosen = tuning.get("methods")
     if chosen is None:

@@ -31,6 +31,12 @@ the budget (its paired test did not call the rise significant on this forget set
 forget set the same settings' rise may be called significant and rolled back (seen on cifar5, docs/results.md), so
 the tuned settings must stay inside the budget at every epoch, not only at the last.
 
+A trial can be scored on **several tuning tasks** (`tuning.num_seeds`: each tuning seed its own Original and forget
+set): one forget set of 25 examples and a validation split of a hundred kept-class examples are noisy, and a best
+trial at the budget's edge on one of them crosses it on others (seen on cifar5, docs/results.md). `combined` takes
+the mean of the tasks' objectives without their penalties plus the largest penalty any task paid, so a trial is
+feasible only when it stays inside the budget on every task, and still ranks by how far over it went when not.
+
 Pure PyTorch/numpy: no Kedro, MLflow or Optuna here.
 """
 
@@ -201,6 +207,42 @@ def guarded(outcome: Outcome, rejected_kept_errors: Sequence[float], max_utility
     if penalty == 0 or not outcome.feasible:
         return Outcome(value=outcome.value, parts={**parts, "guard_penalty": 0.0}, feasible=outcome.feasible)
     return Outcome(value=outcome.value + penalty, parts={**parts, "guard_penalty": penalty}, feasible=False)
+
+
+def penalty_of(outcome: Outcome) -> float:
+    """What `outcome.value` holds of the utility budget's penalties (the final model's and a guard's)."""
+    return float(outcome.parts.get("utility_penalty", 0.0)) + float(outcome.parts.get("guard_penalty", 0.0))
+
+
+def combined(outcomes: Sequence[Outcome]) -> Outcome:
+    """One trial's outcome over several tuning tasks: value = mean of the tasks' values without their penalties +
+    the largest penalty any task paid (`penalty_of`); feasible only when every task is. Parts are the tasks' means
+    (NaN where a task has none; `guard_fired` is then the fraction of tasks whose guard fired), except
+    `peak_kept_val_error` (the largest) and `feasible` (the smallest); `tasks` is the number of tasks scored,
+    `penalty` the penalty the value holds, and `kept_val_error_worst` the kept-class error of the task that paid it."""
+    if not outcomes:
+        raise ValueError("combined needs at least one tuning task's outcome")
+    if len(outcomes) == 1:
+        return outcomes[0]
+    penalties = [penalty_of(o) for o in outcomes]
+    clean = [o.value - p for o, p in zip(outcomes, penalties, strict=True)]
+    names = list(dict.fromkeys(name for o in outcomes for name in o.parts))
+    parts: dict[str, float] = {}
+    for name in names:
+        values = [float(o.parts.get(name, math.nan)) for o in outcomes]
+        finite = [v for v in values if not math.isnan(v)]
+        if name == "peak_kept_val_error":
+            parts[name] = max(finite, default=math.nan)
+        elif name == "feasible":
+            parts[name] = min(finite, default=math.nan)
+        else:
+            parts[name] = sum(finite) / len(finite) if finite else math.nan
+    worst = max(range(len(outcomes)), key=lambda k: penalties[k])
+    if penalties[worst] > 0:
+        parts["kept_val_error_worst"] = float(outcomes[worst].parts.get("kept_val_error", math.nan))
+    parts.update(tasks=float(len(outcomes)), penalty=max(penalties))
+    return Outcome(value=sum(clean) / len(clean) + max(penalties), parts=parts,
+                   feasible=all(o.feasible for o in outcomes))
 
 
 def _kept_error(val_logits: torch.Tensor, task: UnlearningTask) -> float:

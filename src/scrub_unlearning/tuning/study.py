@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import optuna
@@ -32,7 +32,7 @@ from ..pretraining import initial_model
 from ..progress import StopWork, observing_epochs
 from ..training import error_percent, predict_logits, train_model
 from ..validation import check_training
-from .objectives import Outcome, guarded, kept_validation_error, tuning_outcome
+from .objectives import Outcome, combined, guarded, kept_validation_error, tuning_outcome
 from .settings_file import ORIGINAL_MODEL_KEYS
 from .space import Dimension, suggest
 
@@ -195,52 +195,86 @@ def _pruning_observer(trial: optuna.Trial, score: Callable[[nn.Module, tuple[flo
     return observe
 
 
-def method_objective(method: str, base_params: Mapping, space: Mapping[str, Dimension], original: nn.Module,
-                     task: UnlearningTask, device: torch.device, *, max_utility_drop: float, seed: int,
-                     rewound: MethodResult | None = None, pruning: bool = True) -> Objective:
-    """The objective of tuning `method` on `task`: the trial's settings over `base_params` (the method's configured
-    parameters), checked against the method's declaration, run through the one runner (no model store: every trial's
-    settings differ), scored by the application's objective. A method that rewinds another reads `rewound`."""
-    original_kept = kept_validation_error(original, task, device)
+@dataclass
+class TuningTask:
+    """One tuning seed's unlearning problem: its Original, its task (forget set, retain set, validation split), the
+    seed (the basic MIA's), and what a rewinding method reads (SCRUB+R: SCRUB's result on this task)."""
 
-    def score(model: nn.Module) -> Outcome:
-        return tuning_outcome(model, task, original_kept, max_utility_drop, seed, device)
+    original: nn.Module
+    task: UnlearningTask
+    seed: int
+    rewound: MethodResult | None = None
+
+
+def method_objective(method: str, base_params: Mapping, space: Mapping[str, Dimension],
+                     tasks: Sequence[TuningTask], device: torch.device, *, max_utility_drop: float,
+                     pruning: bool = True) -> Objective:
+    """The objective of tuning `method` on `tasks` (one per tuning seed): the trial's settings over `base_params`
+    (the method's configured parameters), checked against the method's declaration, run through the one runner (no
+    model store: every trial's settings differ) on each task, scored by the application's objective and combined
+    over the tasks (`objectives.combined`). The pruner sees the first task's epochs; a trial over the budget on one
+    task is not run on the rest (it is infeasible whatever they give; its value and parts are those of the tasks it
+    ran, `tasks` says how many)."""
+    if not tasks:
+        raise ValueError("method_objective needs at least one tuning task")
+    kept_of_original = [kept_validation_error(t.original, t.task, device) for t in tasks]
 
     def objective(trial: optuna.Trial) -> tuple[float, dict]:
         sampled = suggest(trial, space)
         trial.set_user_attr("settings", sampled)  # as the method reads them (list choices as lists)
         params = check_method_params(method, {**dict(base_params), **sampled})
-        has_guard = params.get("max_utility_drop") is not None  # SCRUB with its guard on (objectives.guarded)
-        accepted_so_far: list[float] = []  # kept-class errors of the models the observer saw (accepted epochs)
-
-        def epoch_value(model: nn.Module, rejected: tuple[float, ...]) -> float:
-            outcome = score(model)
-            if not has_guard:
-                return outcome.value
-            # after a rejected epoch `model` is the last accepted one, already seen (or the Original): no harm
-            accepted_so_far.append(outcome.parts["kept_val_error"])
-            return guarded(outcome, rejected, max_utility_drop, accepted_so_far).value
-
-        with observing_epochs(_pruning_observer(trial, epoch_value, pruning)):
-            result = run_method(method, original, task, params, device, rewound)
-        if not result.ok:
-            raise TrialFailed(result.failure)
-        outcome = score(result.model)
-        trajectory = [row for row in result.info.get("trajectory", ()) if row["epoch"] >= 1]
-        extra = {}
-        if "guard_fired" in result.info:  # SCRUB: with its guard on, every epoch it went through counts (guarded)
-            rejected = [row["val_error_kept"] for row in trajectory if not row["accepted"]]
-            accepted = [row["val_error_kept"] for row in trajectory if row["accepted"]] if has_guard else []
-            outcome = guarded(outcome, rejected, max_utility_drop, accepted)
-            guard_epoch = result.info.get("guard_epoch")
-            extra["guard_epoch"] = math.nan if guard_epoch is None else float(guard_epoch)
-        if trajectory:  # the worst epoch, rolled back or not: how close the settings came to the budget on the way
-            extra["peak_kept_val_error"] = max(float(row["val_error_kept"]) for row in trajectory)
-        parts = {**outcome.parts, **extra, "feasible": float(outcome.feasible), "method_seconds": result.seconds}
+        outcomes = []
+        for number, (tuning_task, original_kept) in enumerate(zip(tasks, kept_of_original, strict=True)):
+            outcome, extra = _run_on_task(method, params, tuning_task, original_kept, device, max_utility_drop,
+                                          trial if number == 0 and pruning else None)
+            outcomes.append(Outcome(outcome.value, {**outcome.parts, **extra}, outcome.feasible))
+            if not outcome.feasible:
+                break
+        outcome = combined(outcomes)
+        parts = {**outcome.parts, "tasks": float(len(outcomes)), "feasible": float(outcome.feasible)}
         trial.set_user_attr("parts", parts)
         return outcome.value, parts
 
     return objective
+
+
+def _run_on_task(method: str, params: dict, tuning_task: TuningTask, original_kept: float, device: torch.device,
+                 max_utility_drop: float, pruned_trial: optuna.Trial | None) -> tuple[Outcome, dict]:
+    """`method` with `params` on one tuning task, scored (`guarded` for SCRUB with its guard on: every epoch it went
+    through counts); with `pruned_trial`, every epoch's objective is reported to its pruner. Returns the outcome and
+    the parts that describe the run (guard epoch, peak kept-class error, seconds)."""
+    task, seed = tuning_task.task, tuning_task.seed
+
+    def score(model: nn.Module) -> Outcome:
+        return tuning_outcome(model, task, original_kept, max_utility_drop, seed, device)
+
+    has_guard = params.get("max_utility_drop") is not None  # SCRUB with its guard on (objectives.guarded)
+    accepted_so_far: list[float] = []  # kept-class errors of the models the observer saw (accepted epochs)
+
+    def epoch_value(model: nn.Module, rejected: tuple[float, ...]) -> float:
+        outcome = score(model)
+        if not has_guard:
+            return outcome.value
+        # after a rejected epoch `model` is the last accepted one, already seen (or the Original): no harm
+        accepted_so_far.append(outcome.parts["kept_val_error"])
+        return guarded(outcome, rejected, max_utility_drop, accepted_so_far).value
+
+    with observing_epochs(_pruning_observer(pruned_trial, epoch_value, pruned_trial is not None)):
+        result = run_method(method, tuning_task.original, task, params, device, tuning_task.rewound)
+    if not result.ok:
+        raise TrialFailed(result.failure)
+    outcome = score(result.model)
+    trajectory = [row for row in result.info.get("trajectory", ()) if row["epoch"] >= 1]
+    extra = {}
+    if "guard_fired" in result.info:  # SCRUB: with its guard on, every epoch it went through counts (guarded)
+        rejected = [row["val_error_kept"] for row in trajectory if not row["accepted"]]
+        accepted = [row["val_error_kept"] for row in trajectory if row["accepted"]] if has_guard else []
+        outcome = guarded(outcome, rejected, max_utility_drop, accepted)
+        guard_epoch = result.info.get("guard_epoch")
+        extra["guard_epoch"] = math.nan if guard_epoch is None else float(guard_epoch)
+    if trajectory:  # the worst epoch, rolled back or not: how close the settings came to the budget on the way
+        extra["peak_kept_val_error"] = max(float(row["val_error_kept"]) for row in trajectory)
+    return outcome, {**extra, "method_seconds": result.seconds}
 
 
 def split_original_settings(settings: Mapping) -> tuple[dict, dict]:

@@ -11,7 +11,6 @@ from dataclasses import asdict
 
 from ...data import Splits, TrainingSet, make_task
 from ...methods import get_method, method_parameters
-from ...models import ModelBundle
 from ...models.store import WeightStore, weights_digest
 from ...training import configure_runtime
 from ...tuning.objectives import OBJECTIVE_VERSION, objective_kind
@@ -19,6 +18,7 @@ from ...tuning.settings_file import updated_tuned_settings
 from ...tuning.space import configured_point, describe_space, parse_space
 from ...tuning.study import (
     StudyOutcome,
+    TuningTask,
     method_objective,
     open_study,
     original_objective,
@@ -52,50 +52,68 @@ def _result(outcome: StudyOutcome, scenario: str | None, method: str, tuning: di
         "complete": outcome.complete, "pruned": outcome.pruned, "failed": outcome.failed,
         "objective": outcome.best_value, "parts": outcome.best_parts,
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "tuning_seed": int(tuning["seed"]), "sampler": f"TPE seed {int(tuning.get('sampler_seed', 0))}",
+        "tuning_seed": int(tuning["seed"]), **({"tuning_seeds": tuning_seeds(tuning)} if scenario else {}),
+        "sampler": f"TPE seed {int(tuning.get('sampler_seed', 0))}",
         "space": describe_space(space),
     }
     return {"scenario": scenario, "method": method, "settings": outcome.best_params, "provenance": provenance,
             "seconds": outcome.seconds, "trials": [asdict(t) for t in outcome.trials]}
 
 
-def tune_method(original: ModelBundle, splits: Splits, training_set: TrainingSet, forget_set, scenario: dict,
-                method_params: dict, training: dict, runtime: dict, tuning: dict, storage: str,
-                store: WeightStore | None = None, *, scenario_name: str, method: str, seed: int) -> dict:
-    """One study: `method` on the scenario's tuning forget set (drawn with `tuning.seed`), `tuning.n_trials`
-    finished trials, objective of the scenario's application. Returns the best settings with their provenance and
-    this call's trials (the run layout hook logs each as an MLflow child run)."""
+def tuning_seeds(tuning: dict) -> list[int]:
+    """The tuning seeds: `tuning.seed` and the `tuning.num_seeds - 1` after it (each its own Original and forget
+    set; validation keeps every one of them out of `seeds`)."""
+    return [int(tuning["seed"]) + k for k in range(int(tuning.get("num_seeds") or 1))]
+
+
+def tune_method(splits: Splits, scenario: dict, method_params: dict, training: dict, runtime: dict, tuning: dict,
+                storage: str, store: WeightStore | None, *per_seed, scenario_name: str, method: str,
+                seeds: list[int]) -> dict:
+    """One study: `method` on the scenario's tuning forget sets (one per tuning seed, `per_seed` = Original,
+    training set, forget set of each seed in turn), `tuning.n_trials` finished trials, objective of the scenario's
+    application combined over the seeds. Returns the best settings with their provenance and this call's trials
+    (the run layout hook logs each as an MLflow child run)."""
+    if len(per_seed) != 3 * len(seeds):
+        raise ValueError(f"tune_method needs an Original, a training set and a forget set per tuning seed {seeds}, "
+                         f"got {len(per_seed)} inputs")
     device = configure_runtime(runtime)
-    task = make_task(splits, training_set, forget_set, scenario["application"], seed)
     space = parse_space(method, (tuning.get("space") or {}).get(method), get_method(method).parameters,
                         f"tuning.space.{method}")
-    model = original.load()
 
     def params_of(name: str) -> dict:
         return method_parameters(name, method_params, scenario, training)
 
-    rewound = rewound_result(method, model, task, params_of, device, reuse_store(runtime, store))
-    objective = method_objective(method, params_of(method), space, model, task, device,
-                                 max_utility_drop=float(tuning["max_utility_drop"]), seed=seed, rewound=rewound,
+    tasks, originals, forget_sets = [], [], []
+    for k, seed in enumerate(seeds):
+        original, training_set, forget_set = per_seed[3 * k: 3 * k + 3]
+        task = make_task(splits, training_set, forget_set, scenario["application"], seed)
+        model = original.load()
+        rewound = rewound_result(method, model, task, params_of, device, reuse_store(runtime, store))
+        tasks.append(TuningTask(model, task, seed, rewound))
+        originals.append(weights_digest(original.weights))
+        forget_sets.append(forget_set["id"].tolist())
+    objective = method_objective(method, params_of(method), space, tasks, device,
+                                 max_utility_drop=float(tuning["max_utility_drop"]),
                                  pruning=bool(tuning.get("pruning", True)))
+    one = len(seeds) == 1  # one tuning seed: the name it always had, so existing studies continue
     name = method_study_name(scenario["application"], method, {
         # the base settings without the searched keys (every trial overrides those): a run that reads the tuned
         # file continues the same studies
         "space": describe_space(space), "base": {k: v for k, v in params_of(method).items() if k not in space},
-        "seed": seed,
+        "seed": seeds[0] if one else seeds,
         "budget": tuning["max_utility_drop"], "objective": OBJECTIVE_VERSION,
-        "original": weights_digest(original.weights),
-        "forget": forget_set["id"].tolist()})
+        "original": originals[0] if one else originals,
+        "forget": forget_sets[0] if one else forget_sets})
     study = open_study(name, storage, int(tuning.get("sampler_seed", 0)), bool(tuning.get("pruning", True)))
     if not study.trials:  # trial 0 = the configured settings: tuning never ends worse than them on the objective
         study.enqueue_trial(configured_point(space, params_of(method)))
     elif study.user_attrs.get("scenario", scenario_name) != scenario_name:
-        log.info("%s on %s computes the same trials as on %s (same objective, forget set, Original and settings): "
+        log.info("%s on %s computes the same trials as on %s (same objective, forget sets, Originals and settings): "
                  "it shares study %s", method, scenario_name, study.user_attrs["scenario"], name)
     if "scenario" not in study.user_attrs:
         study.set_user_attr("scenario", scenario_name)
-    log.info("tuning %s on %s (%s): %d trials, space %s", method, scenario_name, scenario["application"],
-             int(tuning["n_trials"]), describe_space(space))
+    log.info("tuning %s on %s (%s): %d trials on %d tuning seed(s) %s, space %s", method, scenario_name,
+             scenario["application"], int(tuning["n_trials"]), len(seeds), seeds, describe_space(space))
     outcome = run_study(study, int(tuning["n_trials"]), objective, storage, progress=log.info)
     return _result(outcome, scenario_name, method, tuning, space)
 
@@ -131,6 +149,12 @@ def _infeasible_reason(trials: int, parts: dict) -> str:
     nan = float("nan")
     budget = (f"the Original's {parts.get('original_kept_val_error', nan):.2f}% + "
               f"{parts.get('max_utility_drop', nan):g} points")
+    if parts.get("tasks", 1.0) > 1:
+        return (f"no trial of {trials} stayed inside the kept-class validation budget on every tuning seed: the "
+                f"best went to {parts.get('kept_val_error_worst', nan):.2f}% on one of them (worst epoch of any "
+                f"seed {parts.get('peak_kept_val_error', nan):.2f}%) against the Original's "
+                f"{parts.get('original_kept_val_error', nan):.2f}% (mean over the seeds) + "
+                f"{parts.get('max_utility_drop', nan):g} points")
     if parts.get("guard_fired") == 1.0 and parts.get("utility_penalty", 0.0) == 0.0:
         epoch = parts.get("guard_epoch", nan)
         return (f"every trial of {trials} either ended over the kept-class validation budget or needed the guard: "
