@@ -18,7 +18,7 @@ from kedro.pipeline import Pipeline
 from .methods import METHODS, REFERENCES
 from .pipelines import deletion_request, ingestion, originals, registry, scenarios, summary, tuning, verify_ledger
 from .pipelines.common import seeded as seeded_name
-from .validation import check_config
+from .validation import check_config, tuning_seeds
 
 _config_loader = None
 
@@ -88,7 +88,7 @@ def create_pipelines(scenario_configs: dict, training_sets: dict, methods: list[
 
 def _tuning_pipelines(scenario_configs: dict, methods: list[str], tuning_config: dict, ingest: Pipeline,
                       all_tags: list[str]) -> dict[str, Pipeline]:
-    seeds = tuning.tuning_seeds(tuning_config)
+    seeds = tuning_seeds(tuning_config)
     seed = seeds[0]
     tuned = {name: scenario_configs[name] for name in (tuning_config.get("applications") or scenario_configs)}
     tuned_methods = [m for m in (tuning_config.get("methods") or methods)

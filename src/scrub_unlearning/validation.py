@@ -302,6 +302,12 @@ def check_deletion_request_config(request, method_params: Mapping, training: Map
     return checked
 
 
+def tuning_seeds(tuning: Mapping) -> list[int]:
+    """The tuning seeds: `tuning.seed` and the `tuning.num_seeds - 1` after it (each its own Original and forget
+    set; `check_tuning_config` keeps every one of them out of `seeds`)."""
+    return [int(tuning["seed"]) + k for k in range(int(tuning.get("num_seeds") or 1))]
+
+
 def check_tuning_config(tuning, scenarios: Mapping, methods: list, seeds: list[int]) -> dict:
     """`tuning:`: the budget and seeds, the methods and scenarios to tune (null: every listed method / every
     scenario), and a search space for each of them (`tuning.space.<method>`, and `tuning.space.original` for
@@ -309,11 +315,11 @@ def check_tuning_config(tuning, scenarios: Mapping, methods: list, seeds: list[i
     from .tuning.space import parse_space  # tuning.space imports only parameters
 
     checked = _block("tuning", tuning, TUNING_PARAMETERS, TUNING_NESTED)
-    tuning_seeds = [checked["seed"] + k for k in range(checked["num_seeds"])]
-    if set(tuning_seeds) & set(seeds):
+    chosen_seeds = tuning_seeds(checked)
+    if set(chosen_seeds) & set(seeds):
         raise ValueError(f"parameter 'tuning.seed' must not be one of seeds {seeds} (the settings would be fit to "
                          f"the examples they are scored on), got {checked['seed']}"
-                         + (f" with tuning.num_seeds {checked['num_seeds']}: tuning seeds {tuning_seeds}"
+                         + (f" with tuning.num_seeds {checked['num_seeds']}: tuning seeds {chosen_seeds}"
                             if checked["num_seeds"] > 1 else ""))
     tunable = [m for m in METHODS if METHODS[m].parameters]  # SCRUB+R has none: it rewinds SCRUB's trajectory
     chosen = tuning.get("methods")

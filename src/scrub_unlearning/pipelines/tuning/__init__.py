@@ -1,6 +1,5 @@
 """The tuning pipelines: `tune` (every (scenario, method) study) and `tune_original` (the Original's recipe)."""
 
-from .nodes import tuning_seeds
 from .pipeline import create_original_pipeline, create_pipeline
 
-__all__ = ["create_original_pipeline", "create_pipeline", "tuning_seeds"]
+__all__ = ["create_original_pipeline", "create_pipeline"]

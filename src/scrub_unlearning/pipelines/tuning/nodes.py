@@ -25,7 +25,7 @@ from ...tuning.study import (
     rewound_result,
     run_study,
 )
-from ...validation import ORIGINAL_TUNABLE_PARAMETERS
+from ...validation import ORIGINAL_TUNABLE_PARAMETERS, tuning_seeds
 from ..common import reuse_store
 from ..originals.nodes import _spec
 
@@ -58,12 +58,6 @@ def _result(outcome: StudyOutcome, scenario: str | None, method: str, tuning: di
     }
     return {"scenario": scenario, "method": method, "settings": outcome.best_params, "provenance": provenance,
             "seconds": outcome.seconds, "trials": [asdict(t) for t in outcome.trials]}
-
-
-def tuning_seeds(tuning: dict) -> list[int]:
-    """The tuning seeds: `tuning.seed` and the `tuning.num_seeds - 1` after it (each its own Original and forget
-    set; validation keeps every one of them out of `seeds`)."""
-    return [int(tuning["seed"]) + k for k in range(int(tuning.get("num_seeds") or 1))]
 
 
 def tune_method(splits: Splits, scenario: dict, method_params: dict, training: dict, runtime: dict, tuning: dict,
