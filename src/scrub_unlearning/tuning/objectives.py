@@ -218,7 +218,7 @@ def combined(outcomes: Sequence[Outcome]) -> Outcome:
     """One trial's outcome over several tuning tasks: value = mean of the tasks' values without their penalties +
     the largest penalty any task paid (`penalty_of`); feasible only when every task is. Parts are the tasks' means
     (NaN where a task has none; `guard_fired` is then the fraction of tasks whose guard fired), except
-    `peak_kept_val_error` (the largest) and `feasible` (the smallest); `tasks` is the number of tasks scored,
+    `peak_kept_val_error` (the largest); `tasks` is the number of tasks scored,
     `penalty` the penalty the value holds, and `kept_val_error_worst` the kept-class error of the task that paid it."""
     if not outcomes:
         raise ValueError("combined needs at least one tuning task's outcome")
@@ -233,8 +233,6 @@ def combined(outcomes: Sequence[Outcome]) -> Outcome:
         finite = [v for v in values if not math.isnan(v)]
         if name == "peak_kept_val_error":
             parts[name] = max(finite, default=math.nan)
-        elif name == "feasible":
-            parts[name] = min(finite, default=math.nan)
         else:
             parts[name] = sum(finite) / len(finite) if finite else math.nan
     worst = max(range(len(outcomes)), key=lambda k: penalties[k])
